@@ -1,0 +1,219 @@
+"""The table contract: every Delta table's name and schema, and the helpers that read and write
+them under the lake root. Stages talk to each other only through these tables."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+
+def _schema(*fields: tuple[str, T.DataType, bool]) -> T.StructType:
+    return T.StructType([T.StructField(name, dtype, nullable) for name, dtype, nullable in fields])
+
+
+STR, INT, LONG, DOUBLE, BOOL = T.StringType(), T.IntegerType(), T.LongType(), T.DoubleType(), T.BooleanType()
+STR_ARRAY = T.ArrayType(STR, True)
+
+USERS = "users"
+ITEMS = "items"
+INTERACTIONS = "interactions"
+QUARANTINE = "quarantine"
+LEDGER = "ledger"
+PROMPT_WINDOWS = "prompt_windows"
+USER_HISTORIES = "user_histories"
+SAMPLES = "samples"
+SEQUENCES = "sequences"
+
+SCHEMAS: dict[str, T.StructType] = {
+    USERS: _schema(
+        ("user_id", STR, False),
+        ("gender", STR, True),
+        ("age", INT, True),
+        ("occupation", STR, True),
+        ("location", STR, True),
+    ),
+    ITEMS: _schema(
+        ("item_id", STR, False),
+        ("title", STR, True),
+        ("year", INT, True),
+        ("categories", STR_ARRAY, True),
+        ("brand", STR, True),
+        ("description", STR, True),
+        ("price", DOUBLE, True),
+    ),
+    INTERACTIONS: _schema(
+        ("user_id", STR, False),
+        ("item_id", STR, False),
+        # null for implicit feedback
+        ("rating", DOUBLE, True),
+        # seconds since the epoch
+        ("ts", LONG, False),
+    ),
+    QUARANTINE: _schema(
+        ("target", STR, False),
+        ("source_file", STR, False),
+        ("line", LONG, True),
+        ("raw", STR, True),
+        ("reason", STR, False),
+    ),
+    LEDGER: _schema(
+        ("run_id", STR, False),
+        ("stage", STR, False),
+        ("started_at", T.TimestampType(), False),
+        ("wall_seconds", DOUBLE, False),
+        ("rows_in", LONG, True),
+        ("rows_out", LONG, True),
+        ("llm_calls", LONG, False),
+        ("prompt_tokens", LONG, False),
+        ("completion_tokens", LONG, False),
+        ("details", STR, True),
+    ),
+    PROMPT_WINDOWS: _schema(
+        ("user_id", STR, False),
+        ("item_id", STR, False),
+        ("position", INT, False),
+        ("rating", DOUBLE, True),
+        ("ts", LONG, False),
+    ),
+    USER_HISTORIES: _schema(
+        ("user_id", STR, False),
+        ("item_ids", STR_ARRAY, False),
+        ("ratings", T.ArrayType(DOUBLE, True), False),
+        ("timestamps", T.ArrayType(LONG, True), False),
+        ("length", INT, False),
+        ("prompt_window_size", INT, False),
+    ),
+    SAMPLES: _schema(
+        ("user_id", STR, False),
+        ("item_id", STR, False),
+        ("ts", LONG, False),
+        ("position", INT, False),
+        ("rating", DOUBLE, True),
+        ("label", INT, False),
+        ("is_sampled_negative", BOOL, False),
+        ("history_item_ids", STR_ARRAY, False),
+        ("user_gender", STR, True),
+        ("user_age", INT, True),
+        ("user_occupation", STR, True),
+        ("item_category", STR, True),
+        ("item_brand", STR, True),
+        ("item_year", INT, True),
+        ("split", STR, False),
+    ),
+    SEQUENCES: _schema(
+        ("user_id", STR, False),
+        # time-ordered training prefix, truncated from the left to features.sequence_max_length
+        ("item_ids", STR_ARRAY, False),
+        ("valid_item_id", STR, False),
+        ("test_item_id", STR, False),
+        ("length", INT, False),
+    ),
+}
+
+
+def conform(df: DataFrame, table: str) -> DataFrame:
+    """Select and cast the columns of `table`'s schema, in order; a missing column is an error."""
+    schema = SCHEMAS[table]
+    missing = [f.name for f in schema.fields if f.name not in df.columns]
+    if missing:
+        raise ValueError(f"cannot write {table}: missing columns {missing}")
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    name: str
+    rows: int
+    version: int
+    last_operation: str
+    path: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "rows": self.rows,
+            "version": self.version,
+            "last_operation": self.last_operation,
+            "path": self.path,
+        }
+
+
+class Lake:
+    """The Delta tables under one root folder (a local path or any Hadoop URI such as s3a://)."""
+
+    def __init__(self, spark: SparkSession, root: str) -> None:
+        self.spark = spark
+        self.root = root.rstrip("/")
+
+    def path(self, table: str) -> str:
+        return f"{self.root}/{table}"
+
+    def exists(self, table: str) -> bool:
+        return DeltaTable.isDeltaTable(self.spark, self.path(table))
+
+    def read(self, table: str) -> DataFrame:
+        if not self.exists(table):
+            raise FileNotFoundError(
+                f"Delta table {table!r} not found under {self.root}: run the stage that writes it first"
+            )
+        return self.spark.read.format("delta").load(self.path(table))
+
+    def overwrite(self, df: DataFrame, table: str) -> None:
+        """Replace the table's contents: the same inputs give the same rows, in a new version."""
+        conform(df, table).write.format("delta").mode("overwrite").save(self.path(table))
+
+    def append(self, df: DataFrame, table: str) -> None:
+        conform(df, table).write.format("delta").mode("append").save(self.path(table))
+
+    def merge(self, df: DataFrame, table: str, keys: list[str]) -> None:
+        """Upsert by key: rows with a new key are inserted, rows with a known key updated."""
+        rows = conform(df, table)
+        if not self.exists(table):
+            rows.write.format("delta").save(self.path(table))
+            return
+        condition = " AND ".join(f"t.`{key}` <=> s.`{key}`" for key in keys)
+        (
+            DeltaTable.forPath(self.spark, self.path(table))
+            .alias("t")
+            .merge(rows.alias("s"), condition)
+            .whenMatchedUpdateAll()
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
+
+    def table_names(self) -> list[str]:
+        """Every Delta table directly under the root, found through the Hadoop file system."""
+        jvm = self.spark.sparkContext._jvm
+        root = jvm.org.apache.hadoop.fs.Path(self.root)
+        fs = root.getFileSystem(self.spark.sparkContext._jsc.hadoopConfiguration())
+        if not fs.exists(root):
+            return []
+        names = []
+        for status in fs.listStatus(root):
+            if status.isDirectory() and fs.exists(jvm.org.apache.hadoop.fs.Path(status.getPath(), "_delta_log")):
+                names.append(status.getPath().getName())
+        return sorted(names)
+
+    def info(self, table: str) -> TableInfo:
+        last = DeltaTable.forPath(self.spark, self.path(table)).history(1).collect()[0]
+        return TableInfo(table, self.read(table).count(), int(last["version"]), last["operation"], self.path(table))
+
+    def describe(self) -> list[TableInfo]:
+        return [self.info(name) for name in self.table_names()]
+
+
+def format_tables(infos: list[TableInfo], as_json: bool = False) -> str:
+    if as_json:
+        return json.dumps([info.as_dict() for info in infos], indent=2)
+    if not infos:
+        return "(no Delta tables)"
+    width = max(len(info.name) for info in infos)
+    lines = [f"{'table':<{width}}  {'rows':>12}  {'version':>7}  last operation"]
+    lines += [f"{i.name:<{width}}  {i.rows:>12,}  {i.version:>7}  {i.last_operation}" for i in infos]
+    return "\n".join(lines)

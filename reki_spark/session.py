@@ -1,0 +1,60 @@
+"""The one SparkSession factory. Local runs get a session sized for a small machine; under
+spark-submit (or any already-running Spark) the cluster's settings are kept and only Delta's
+SQL extension and catalog are added where missing."""
+
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+
+from reki_spark.config import RekiConfig
+
+DELTA_SETTINGS = {
+    "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+    "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+}
+
+
+def launched_by_spark_submit() -> bool:
+    # spark-submit starts the Python driver with a JVM gateway already listening.
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
+def local_settings(config: RekiConfig) -> dict[str, str]:
+    spark = config.spark
+    return {
+        "spark.driver.memory": spark.driver_memory,
+        "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
+        "spark.default.parallelism": str(spark.shuffle_partitions),
+        "spark.ui.enabled": str(spark.ui).lower(),
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # Delta's default of 50 snapshot partitions makes every small-table read slow locally.
+        "spark.databricks.delta.snapshotPartitions": "2",
+        "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+    }
+
+
+def get_spark(config: RekiConfig) -> SparkSession:
+    builder = SparkSession.builder.appName(config.spark.app_name)
+    if not launched_by_spark_submit():
+        _require_delta_jars()
+        builder = builder.master(config.spark.master)
+        for key, value in local_settings(config).items():
+            builder = builder.config(key, value)
+    for key, value in DELTA_SETTINGS.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("WARN")
+    return session
+
+
+def _require_delta_jars() -> None:
+    from reki_spark.jars import installed_delta_jars
+
+    if not installed_delta_jars() and "io.delta" not in os.environ.get("PYSPARK_SUBMIT_ARGS", ""):
+        raise RuntimeError(
+            "Delta Lake jars are missing from pyspark/jars: run `make setup` "
+            "(or `python -m reki_spark.jars --version 3.3.3`)"
+        )
