@@ -1,0 +1,184 @@
+"""Features and splits (`reki features`): time-ordered user histories, the prompt window that
+feeds the LLM (and never becomes a sample), CTR samples with a by-user split, and leave-one-out
+sequences. Reads `users`, `items`, `interactions`; writes `prompt_windows`, `user_histories`,
+`samples`, `sequences`."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from reki_spark.config import FeaturesConfig, RekiConfig
+from reki_spark.lake import (
+    INTERACTIONS,
+    ITEMS,
+    PROMPT_WINDOWS,
+    SAMPLES,
+    SEQUENCES,
+    USER_HISTORIES,
+    USERS,
+    Lake,
+)
+from reki_spark.ledger import ledger_entry
+
+# The last two interactions are the leave-one-out valid and test targets: they stay out of the
+# prompt window whatever the window rule says, so the LLM never sees a target.
+RESERVED_TAIL = 2
+
+
+def build_features(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
+    lake = Lake(spark, config.lake)
+    settings = config.features
+    with ledger_entry(lake, "features") as record:
+        interactions = lake.read(INTERACTIONS)
+        positioned = _positioned(interactions, settings).persist()
+        window_rows = positioned.where(F.col("position") < F.col("prompt_window_size"))
+        lake.overwrite(window_rows, PROMPT_WINDOWS)
+        lake.overwrite(_histories(positioned), USER_HISTORIES)
+        samples = _samples(positioned, window_rows, lake.read(ITEMS), settings, config.seed)
+        lake.overwrite(_with_side_features(samples, lake.read(USERS), lake.read(ITEMS)), SAMPLES)
+        lake.overwrite(_sequences(positioned, settings.sequence_max_length), SEQUENCES)
+        positioned.unpersist()
+        counts = {table: lake.read(table).count() for table in (PROMPT_WINDOWS, USER_HISTORIES, SAMPLES, SEQUENCES)}
+        record.rows_in = interactions.count()
+        record.rows_out = counts[SAMPLES]
+        record.details = counts
+    return counts
+
+
+def prompt_window_size(length: Column, settings: FeaturesConfig) -> Column:
+    window = settings.prompt_window
+    by_rule = F.floor((length + 1) / 2) if window.rule == "half" else length
+    return F.greatest(F.lit(0), F.least(by_rule, F.lit(window.cap), length - RESERVED_TAIL)).cast("int")
+
+
+def _positioned(interactions: DataFrame, settings: FeaturesConfig) -> DataFrame:
+    """Each interaction with its 0-based position in the user's time order (ties by item id)."""
+    order = Window.partitionBy("user_id").orderBy("ts", "item_id")
+    length = F.count(F.lit(1)).over(Window.partitionBy("user_id"))
+    return interactions.select(
+        "*",
+        (F.row_number().over(order) - 1).cast("int").alias("position"),
+        length.cast("int").alias("length"),
+    ).withColumn("prompt_window_size", prompt_window_size(F.col("length"), settings))
+
+
+def _histories(positioned: DataFrame) -> DataFrame:
+    ordered = F.array_sort(F.collect_list(F.struct("position", "item_id", "rating", "ts")))
+    return (
+        positioned.groupBy("user_id")
+        .agg(
+            ordered.alias("events"),
+            F.first("length").alias("length"),
+            F.first("prompt_window_size").alias("prompt_window_size"),
+        )
+        .select(
+            "user_id",
+            F.col("events.item_id").alias("item_ids"),
+            F.col("events.rating").alias("ratings"),
+            F.col("events.ts").alias("timestamps"),
+            "length",
+            "prompt_window_size",
+        )
+    )
+
+
+def _samples(
+    positioned: DataFrame, window_rows: DataFrame, items: DataFrame, settings: FeaturesConfig, seed: int
+) -> DataFrame:
+    previous = Window.partitionBy("user_id").orderBy("position").rowsBetween(-settings.history_length, -1)
+    after_window = positioned.where(F.col("position") >= F.col("prompt_window_size"))
+    # History may reach back into the prompt window (it is input, not a label); an item seen in
+    # the window and again later must not become a sample, though.
+    history_source = positioned.select(
+        "user_id", "position", F.collect_list("item_id").over(previous).alias("history_item_ids")
+    )
+    observed = after_window.join(history_source, ["user_id", "position"]).join(
+        window_rows.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti"
+    )
+    explicit_label = (F.col("rating") > settings.label_threshold).cast("int")
+    positives = observed.select(
+        "user_id",
+        "item_id",
+        "ts",
+        "position",
+        "rating",
+        "history_item_ids",
+        F.coalesce(explicit_label, F.lit(1)).alias("label"),
+        F.lit(False).alias("is_sampled_negative"),
+    )
+    implicit = positives.where(F.col("rating").isNull())
+    negatives = _sampled_negatives(implicit, positioned, items, settings.negatives_per_positive, seed)
+    return positives.unionByName(negatives).withColumn("split", _split_of(F.col("user_id"), settings, seed))
+
+
+def _sampled_negatives(
+    implicit: DataFrame, positioned: DataFrame, items: DataFrame, ratio: int, seed: int
+) -> DataFrame:
+    """For implicit feedback: `ratio` random catalogue items per positive that the user never
+    interacted with (collisions are dropped rather than redrawn, so the ratio is an upper bound)."""
+    catalogue = items.select("item_id", (F.row_number().over(Window.orderBy("item_id")) - 1).alias("item_index"))
+    size = items.count()
+    if ratio == 0 or size == 0:
+        return implicit.limit(0)
+    draws = implicit.select(
+        "user_id", "ts", "position", "history_item_ids", F.explode(F.sequence(F.lit(1), F.lit(ratio))).alias("draw")
+    )
+    draws = draws.withColumn(
+        "item_index", F.pmod(F.xxhash64(F.lit(seed), F.lit("negative"), "user_id", "position", "draw"), F.lit(size))
+    )
+    seen = positioned.select("user_id", "item_id").distinct()
+    return (
+        draws.join(F.broadcast(catalogue) if size < 5_000_000 else catalogue, "item_index")
+        .join(seen, ["user_id", "item_id"], "left_anti")
+        .dropDuplicates(["user_id", "item_id", "position"])
+        .select(
+            "user_id",
+            "item_id",
+            "ts",
+            "position",
+            F.lit(None).cast("double").alias("rating"),
+            "history_item_ids",
+            F.lit(0).alias("label"),
+            F.lit(True).alias("is_sampled_negative"),
+        )
+    )
+
+
+def _split_of(user_id: Column, settings: FeaturesConfig, seed: int) -> Column:
+    """train/valid/test by a seeded hash of the user: disjoint by user, stable across reruns."""
+    draw = F.pmod(F.xxhash64(F.lit(seed), F.lit("split"), user_id), F.lit(1_000_000)) / 1_000_000.0
+    split = settings.split
+    return F.when(draw < split.train, "train").when(draw < split.train + split.valid, "valid").otherwise("test")
+
+
+def _with_side_features(samples: DataFrame, users: DataFrame, items: DataFrame) -> DataFrame:
+    user_features = users.select(
+        "user_id",
+        F.col("gender").alias("user_gender"),
+        F.col("age").alias("user_age"),
+        F.col("occupation").alias("user_occupation"),
+    )
+    item_features = items.select(
+        "item_id",
+        F.get(F.col("categories"), 0).alias("item_category"),
+        F.col("brand").alias("item_brand"),
+        F.col("year").alias("item_year"),
+    )
+    return samples.join(user_features, "user_id", "left").join(item_features, "item_id", "left")
+
+
+def _sequences(positioned: DataFrame, max_length: int) -> DataFrame:
+    """Leave-one-out: the last item is the test target, the one before it the valid target, the
+    rest (its last `max_length` items) the training prefix. Users with fewer than 3 are left out."""
+    ordered = F.array_sort(F.collect_list(F.struct("position", "item_id"))).getField("item_id")
+    per_user = positioned.groupBy("user_id").agg(ordered.alias("all_items")).where(F.size("all_items") >= 3)
+    prefix = F.slice("all_items", 1, F.size("all_items") - 2)
+    truncated = F.slice(prefix, F.greatest(F.lit(1), F.size(prefix) - max_length + 1), max_length)
+    return per_user.select(
+        "user_id",
+        truncated.alias("item_ids"),
+        F.element_at("all_items", -2).alias("valid_item_id"),
+        F.element_at("all_items", -1).alias("test_item_id"),
+        F.size(truncated).alias("length"),
+    )
