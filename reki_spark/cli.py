@@ -1,0 +1,104 @@
+"""The `reki` command: one subcommand per stage, each taking `--config FILE` and repeated
+`--set dotted.key=value`. It holds no logic: it builds the config and session and calls the
+library's entry function."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pyspark.sql import SparkSession
+
+from reki_spark.config import ConfigError, RekiConfig, load_config
+from reki_spark.data.download import PUBLIC_URLS, amazon_urls, download
+from reki_spark.data.ingest import ingest
+from reki_spark.features import build_features
+from reki_spark.lake import Lake, format_tables
+from reki_spark.session import get_spark
+
+StageFunction = Callable[[SparkSession, RekiConfig], Any]
+
+# In pipeline order: `reki run` runs them one after the other.
+SPARK_STAGES: dict[str, StageFunction] = {"ingest": ingest, "features": build_features}
+
+
+def _print_tables(spark: SparkSession, config: RekiConfig, as_json: bool) -> None:
+    print(format_tables(Lake(spark, config.lake).describe(), as_json=as_json))
+
+
+def run_stage(name: str, config: RekiConfig) -> Any:
+    return SPARK_STAGES[name](get_spark(config), config)
+
+
+def cmd_run(config: RekiConfig, args: argparse.Namespace) -> None:
+    spark = get_spark(config)
+    for name, stage in SPARK_STAGES.items():
+        print(f"== {name}")
+        stage(spark, config)
+    print(f"== tables under {config.lake}")
+    _print_tables(spark, config, as_json=False)
+
+
+def cmd_tables(config: RekiConfig, args: argparse.Namespace) -> None:
+    _print_tables(get_spark(config), config, as_json=args.json)
+
+
+def cmd_download(config: RekiConfig, args: argparse.Namespace) -> None:
+    dataset = config.dataset
+    if dataset.name == "sample" or dataset.path is None:
+        print("the sample dataset is generated, nothing to download")
+        return
+    url = dataset.download_url or PUBLIC_URLS[dataset.name]
+    urls = amazon_urls(url, dataset.name, dataset.category or "") if dataset.name.startswith("amazon") else [url]
+    for source in urls:
+        for path in download(source, dataset.path):
+            print(f"downloaded {path}")
+
+
+def _stage_command(name: str) -> Callable[[RekiConfig, argparse.Namespace], None]:
+    def command(config: RekiConfig, args: argparse.Namespace) -> None:
+        run_stage(name, config)
+
+    return command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reki", description="REKI: LLM knowledge for recommenders, at scale")
+    commands = parser.add_subparsers(dest="command", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="experiment YAML (jobs/configs/*.yaml)")
+    common.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config key, e.g. --set lake=/tmp/lake (repeatable)",
+    )
+    for name in SPARK_STAGES:
+        sub = commands.add_parser(name, parents=[common], help=f"run the {name} stage")
+        sub.set_defaults(handler=_stage_command(name))
+    commands.add_parser("run", parents=[common], help="run every stage in order, locally").set_defaults(handler=cmd_run)
+    tables = commands.add_parser("tables", parents=[common], help="list the Delta tables under the lake")
+    tables.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    tables.set_defaults(handler=cmd_tables)
+    commands.add_parser(
+        "download", parents=[common], help="fetch the dataset's public files into dataset.path"
+    ).set_defaults(handler=cmd_download)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config, args.set)
+        args.handler(config, args)
+    except (ConfigError, FileNotFoundError) as err:
+        print(f"reki: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
