@@ -9,6 +9,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from reki_spark.config import FeaturesConfig, RekiConfig
+from reki_spark.frames import with_row_index
 from reki_spark.lake import (
     INTERACTIONS,
     ITEMS,
@@ -117,13 +118,11 @@ def _sampled_negatives(
 ) -> DataFrame:
     """For implicit feedback: `ratio` random catalogue items per positive that the user never
     interacted with (collisions are dropped rather than redrawn, so the ratio is an upper bound)."""
-    catalogue = items.select("item_id", (F.row_number().over(Window.orderBy("item_id")) - 1).alias("item_index"))
+    catalogue = with_row_index(items.select("item_id"), "item_index")
     size = items.count()
-    if ratio == 0 or size == 0:
-        return implicit.limit(0)
     draws = implicit.select(
         "user_id", "ts", "position", "history_item_ids", F.explode(F.sequence(F.lit(1), F.lit(ratio))).alias("draw")
-    )
+    ).where(F.col("draw") <= ratio)  # sequence(1, 0) would count down to [1, 0]
     draws = draws.withColumn(
         "item_index", F.pmod(F.xxhash64(F.lit(seed), F.lit("negative"), "user_id", "position", "draw"), F.lit(size))
     )

@@ -33,6 +33,7 @@ def local_settings(config: RekiConfig) -> dict[str, str]:
         # Delta's default of 50 snapshot partitions makes every small-table read slow locally.
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
+        "spark.sql.debug.maxToStringFields": "200",
     }
 
 

@@ -59,7 +59,10 @@ def _parse_reviews(lines: DataFrame) -> DataFrame:
         F.col("review.asin").alias("item_id"),
         F.col("review.overall").alias("rating_text"),
         F.col("review.unixReviewTime").alias("ts_text"),
-        "_source_file", "_line", "_raw", reason.alias("_reason"),
+        "_source_file",
+        "_line",
+        "_raw",
+        reason.alias("_reason"),
     )
 
 

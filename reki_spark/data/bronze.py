@@ -13,6 +13,8 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from reki_spark.frames import with_row_index
+
 PROVENANCE = ["_source_file", "_line", "_raw", "_reason"]
 REPLACEMENT_CHAR = "\ufffd"
 
@@ -31,36 +33,12 @@ def read_lines(spark: SparkSession, path: str, encoding: str = "UTF-8", skip_hea
     `_raw`, and `_reason` set where the bytes are not valid in `encoding`."""
     # Spark's text source keeps each line's raw bytes; decoding them ourselves is what makes
     # latin-1 files (MovieLens) readable and undecodable UTF-8 detectable.
-    text = spark.read.text(path).select(
-        F.decode(F.col("value").cast("binary"), encoding).alias("_raw"),
-        F.monotonically_increasing_id().alias("_row_id"),
-        F.spark_partition_id().alias("_partition"),
-    )
-    numbered = _with_line_numbers(spark, text)
+    text = spark.read.text(path).select(F.decode(F.col("value").cast("binary"), encoding).alias("_raw"))
+    numbered = with_row_index(text, "_line").withColumn("_line", F.col("_line") + 1)
     if skip_header:
         numbered = numbered.where(F.col("_line") > 1)
     undecodable = F.when(F.instr("_raw", REPLACEMENT_CHAR) > 0, F.lit(f"bytes not valid {encoding}"))
-    return numbered.select(
-        F.lit(Path(path).name).alias("_source_file"), "_line", "_raw", undecodable.alias("_reason")
-    )
-
-
-def _with_line_numbers(spark: SparkSession, text: DataFrame) -> DataFrame:
-    # monotonically_increasing_id is (partition << 33) + index within the partition, and a single
-    # file's partitions follow its byte order; adding each partition's starting offset gives line
-    # numbers without pulling rows through Python (zipWithIndex would).
-    counts = sorted(
-        (row["_partition"], row["count"]) for row in text.groupBy("_partition").count().collect()
-    )
-    offsets, start = [], 0
-    for partition, count in counts:
-        offsets.append((partition, start))
-        start += count
-    offset_frame = spark.createDataFrame(offsets or [(0, 0)], "_partition int, _offset long")
-    local_index = F.col("_row_id") - F.shiftleft(F.col("_partition").cast("long"), 33)
-    return text.join(F.broadcast(offset_frame), "_partition").select(
-        "_raw", (F.col("_offset") + local_index + 1).alias("_line")
-    )
+    return numbered.select(F.lit(Path(path).name).alias("_source_file"), "_line", "_raw", undecodable.alias("_reason"))
 
 
 def split_fields(lines: DataFrame, separator: str, names: list[str], min_fields: int | None = None) -> DataFrame:
@@ -71,8 +49,12 @@ def split_fields(lines: DataFrame, separator: str, names: list[str], min_fields:
     bad_count = (F.size(parts) < low) | (F.size(parts) > expected)
     reason = F.coalesce(
         F.col("_reason"),
-        F.when(bad_count, F.format_string(f"expected {expected} fields separated by %s, got %d",
-                                          F.lit(repr(separator)), F.size(parts))),
+        F.when(
+            bad_count,
+            F.format_string(
+                f"expected {expected} fields separated by %s, got %d", F.lit(repr(separator)), F.size(parts)
+            ),
+        ),
     )
     fields = [F.trim(F.get(parts, i)).alias(name) for i, name in enumerate(names)]
     return lines.select(*fields, "_source_file", "_line", "_raw", reason.alias("_reason"))

@@ -35,8 +35,10 @@ class TableCounts:
         return self.read == self.clean + self.quarantined + self.duplicates
 
     def summary(self, table: str) -> str:
-        return (f"{table}: read {self.read:,} = clean {self.clean:,} + quarantined "
-                f"{self.quarantined:,} + duplicates {self.duplicates:,}")
+        return (
+            f"{table}: read {self.read:,} = clean {self.clean:,} + quarantined "
+            f"{self.quarantined:,} + duplicates {self.duplicates:,}"
+        )
 
 
 def load_bronze(spark: SparkSession, dataset: DatasetConfig, seed: int) -> BronzeTables:
@@ -95,7 +97,10 @@ def _typed_items(bronze: DataFrame) -> DataFrame:
         blank_to_null("brand").alias("brand"),
         blank_to_null("description").alias("description"),
         F.col("price_text").cast("double").alias("price"),
-        "_source_file", "_line", "_raw", reason.alias("_reason"),
+        "_source_file",
+        "_line",
+        "_raw",
+        reason.alias("_reason"),
     )
 
 
@@ -107,7 +112,10 @@ def _typed_users(bronze: DataFrame) -> DataFrame:
         F.col("age_text").cast("int").alias("age"),
         blank_to_null("occupation").alias("occupation"),
         blank_to_null("location").alias("location"),
-        "_source_file", "_line", "_raw", reason.alias("_reason"),
+        "_source_file",
+        "_line",
+        "_raw",
+        reason.alias("_reason"),
     )
 
 
@@ -123,8 +131,10 @@ def _typed_interactions(
         _missing("user_id"),
         _missing("item_id"),
         F.when(rating_text.isNotNull() & rating.isNull(), F.format_string("rating is not a number: %s", rating_text)),
-        F.when(rating.isNotNull() & ~rating.between(dataset.rating_min, dataset.rating_max),
-               F.format_string(f"rating %s outside [{dataset.rating_min:g}, {dataset.rating_max:g}]", rating_text)),
+        F.when(
+            rating.isNotNull() & ~rating.between(dataset.rating_min, dataset.rating_max),
+            F.format_string(f"rating %s outside [{dataset.rating_min:g}, {dataset.rating_max:g}]", rating_text),
+        ),
         F.when(ts_text.isNull(), F.lit("missing timestamp")),
         F.when(ts.isNull() | (ts != F.floor(ts)), F.format_string("timestamp is not an integer: %s", ts_text)),
         F.when((ts < 0) | (ts > MAX_TIMESTAMP), F.format_string("timestamp out of range: %s", ts_text)),
@@ -134,14 +144,19 @@ def _typed_interactions(
         blank_to_null("item_id").alias("item_id"),
         rating.alias("rating"),
         ts.cast("long").alias("ts"),
-        "_source_file", "_line", "_raw", reason.alias("_reason"),
+        "_source_file",
+        "_line",
+        "_raw",
+        reason.alias("_reason"),
     )
     typed = _flag_unknown(typed, items, "item_id")
     return _flag_unknown(typed, users, "user_id") if users is not None else typed
 
 
 def _flag_unknown(frame: DataFrame, entities: DataFrame, key: str) -> DataFrame:
-    known = entities.where(F.col("_status") == CLEAN).select(F.col(key).alias("_known_key"), F.lit(True).alias("_known"))
+    known = entities.where(F.col("_status") == CLEAN).select(
+        F.col(key).alias("_known_key"), F.lit(True).alias("_known")
+    )
     joined = frame.join(known, frame[key] == known["_known_key"], "left")
     unknown = F.when(F.col("_known").isNull(), F.format_string(f"unknown {key}: %s", F.col(key)))
     return joined.withColumn("_reason", F.coalesce(F.col("_reason"), unknown)).drop("_known_key", "_known")
@@ -179,8 +194,11 @@ def _counts(table: str, bronze: DataFrame, classified: DataFrame) -> TableCounts
 def _quarantine_rows(classified: dict[str, DataFrame]) -> DataFrame:
     frames = [
         frame.where(F.col("_status") == QUARANTINED).select(
-            F.lit(table).alias("target"), F.col("_source_file").alias("source_file"),
-            F.col("_line").alias("line"), F.col("_raw").alias("raw"), F.col("_reason").alias("reason"),
+            F.lit(table).alias("target"),
+            F.col("_source_file").alias("source_file"),
+            F.col("_line").alias("line"),
+            F.col("_raw").alias("raw"),
+            F.col("_reason").alias("reason"),
         )
         for table, frame in classified.items()
     ]
@@ -192,7 +210,14 @@ def _quarantine_rows(classified: dict[str, DataFrame]) -> DataFrame:
 
 def _users_from_interactions(interactions: DataFrame) -> DataFrame:
     none = F.lit(None).cast("string")
-    return interactions.select("user_id").distinct().select(
-        "user_id", none.alias("gender"), F.lit(None).cast("int").alias("age"),
-        none.alias("occupation"), none.alias("location"),
+    return (
+        interactions.select("user_id")
+        .distinct()
+        .select(
+            "user_id",
+            none.alias("gender"),
+            F.lit(None).cast("int").alias("age"),
+            none.alias("occupation"),
+            none.alias("location"),
+        )
     )

@@ -12,15 +12,48 @@ from reki_spark.data.bronze import BronzeTables, find_file, read_lines, split_fi
 from reki_spark.data.titles import year_in_title
 
 ML100K_GENRES = [
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 ]
 ML1M_OCCUPATIONS = [
-    "other", "academic/educator", "artist", "clerical/admin", "college/grad student",
-    "customer service", "doctor/health care", "executive/managerial", "farmer", "homemaker",
-    "K-12 student", "lawyer", "programmer", "retired", "sales/marketing", "scientist",
-    "self-employed", "technician/engineer", "tradesman/craftsman", "unemployed", "writer",
+    "other",
+    "academic/educator",
+    "artist",
+    "clerical/admin",
+    "college/grad student",
+    "customer service",
+    "doctor/health care",
+    "executive/managerial",
+    "farmer",
+    "homemaker",
+    "K-12 student",
+    "lawyer",
+    "programmer",
+    "retired",
+    "sales/marketing",
+    "scientist",
+    "self-employed",
+    "technician/engineer",
+    "tradesman/craftsman",
+    "unemployed",
+    "writer",
 ]
 INTERACTION_FIELDS = ["user_id", "item_id", "rating_text", "ts_text"]
 USER_FIELDS = ["user_id", "age_text", "gender", "occupation", "location"]
@@ -35,7 +68,10 @@ def _with_item_extras(frame: DataFrame, categories: F.Column, year_text: F.Colum
         F.lit(None).cast("string").alias("brand"),
         F.lit(None).cast("string").alias("description"),
         F.lit(None).cast("string").alias("price_text"),
-        "_source_file", "_line", "_raw", "_reason",
+        "_source_file",
+        "_line",
+        "_raw",
+        "_reason",
     )
 
 
@@ -52,9 +88,7 @@ def load_movielens_100k(spark: SparkSession, folder: str) -> BronzeTables:
 
 def _load_100k_raw(spark: SparkSession, folder: str) -> BronzeTables:
     interactions = split_fields(read_lines(spark, find_file(folder, "u.data")), "\t", INTERACTION_FIELDS)
-    users = split_fields(
-        read_lines(spark, find_file(folder, "u.user"), "ISO-8859-1"), "|", USER_FIELDS
-    )
+    users = split_fields(read_lines(spark, find_file(folder, "u.user"), "ISO-8859-1"), "|", USER_FIELDS)
     item_fields = ["item_id", "title", "release_date", "video_release_date", "url", *ML100K_GENRES]
     items = split_fields(read_lines(spark, find_file(folder, "u.item"), "ISO-8859-1"), "|", item_fields)
     genre_flags = F.array(*[F.when(F.col(g) == "1", F.lit(g)) for g in ML100K_GENRES])
@@ -65,13 +99,30 @@ def _load_100k_raw(spark: SparkSession, folder: str) -> BronzeTables:
 
 
 def _load_recbole_atomic(spark: SparkSession, folder: str, stem: str) -> BronzeTables:
-    interactions = _atomic(spark, folder, f"{stem}.inter", {
-        "user_id": "user_id", "item_id": "item_id", "rating": "rating_text", "timestamp": "ts_text"})
-    users = _atomic(spark, folder, f"{stem}.user", {
-        "user_id": "user_id", "age": "age_text", "gender": "gender", "occupation": "occupation",
-        "zip_code": "location"})
-    items = _atomic(spark, folder, f"{stem}.item", {
-        "item_id": "item_id", "movie_title": "title", "release_year": "year_text", "class": "genres"})
+    interactions = _atomic(
+        spark,
+        folder,
+        f"{stem}.inter",
+        {"user_id": "user_id", "item_id": "item_id", "rating": "rating_text", "timestamp": "ts_text"},
+    )
+    users = _atomic(
+        spark,
+        folder,
+        f"{stem}.user",
+        {
+            "user_id": "user_id",
+            "age": "age_text",
+            "gender": "gender",
+            "occupation": "occupation",
+            "zip_code": "location",
+        },
+    )
+    items = _atomic(
+        spark,
+        folder,
+        f"{stem}.item",
+        {"item_id": "item_id", "movie_title": "title", "release_year": "year_text", "class": "genres"},
+    )
     categories = F.filter(F.split(F.coalesce(F.col("genres"), F.lit("")), " "), lambda g: g != "")
     items = _with_item_extras(items, categories, F.col("year_text"))
     return BronzeTables(users=users, items=items, interactions=interactions)
@@ -88,7 +139,9 @@ def _atomic(spark: SparkSession, folder: str, file_name: str, wanted: dict[str, 
     if missing:
         raise ValueError(f"{path}: header lacks {missing} (found {columns})")
     parsed = split_fields(read_lines(spark, path, skip_header=True), "\t", columns)
-    return parsed.select(*[F.col(src).alias(dst) for src, dst in wanted.items()], "_source_file", "_line", "_raw", "_reason")
+    return parsed.select(
+        *[F.col(src).alias(dst) for src, dst in wanted.items()], "_source_file", "_line", "_raw", "_reason"
+    )
 
 
 def load_movielens_1m(spark: SparkSession, folder: str) -> BronzeTables:
@@ -98,10 +151,18 @@ def load_movielens_1m(spark: SparkSession, folder: str) -> BronzeTables:
     interactions = dat("ratings.dat", INTERACTION_FIELDS)
     users = dat("users.dat", ["user_id", "gender", "age_text", "occupation_code", "location"])
     occupation_names = F.array(*[F.lit(name) for name in ML1M_OCCUPATIONS])
-    occupation = F.coalesce(
-        F.get(occupation_names, F.col("occupation_code").cast("int")), F.col("occupation_code"))
-    users = users.select("user_id", "age_text", "gender", occupation.alias("occupation"), "location",
-                         "_source_file", "_line", "_raw", "_reason")
+    occupation = F.coalesce(F.get(occupation_names, F.col("occupation_code").cast("int")), F.col("occupation_code"))
+    users = users.select(
+        "user_id",
+        "age_text",
+        "gender",
+        occupation.alias("occupation"),
+        "location",
+        "_source_file",
+        "_line",
+        "_raw",
+        "_reason",
+    )
     items = dat("movies.dat", ["item_id", "title", "genres"])
     categories = F.filter(F.split(F.coalesce(F.col("genres"), F.lit("")), r"\|"), lambda g: g != "")
     items = _with_item_extras(items, categories, year_in_title(F.col("title")))

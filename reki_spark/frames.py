@@ -1,0 +1,29 @@
+"""Small DataFrame helpers shared by stages, kept free of any stage's logic."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+
+def with_row_index(frame: DataFrame, name: str) -> DataFrame:
+    """Adds a dense 0-based `name` following the frame's partition order (for a single text
+    file: its line order), without a single-partition window and without pulling rows through
+    Python the way `RDD.zipWithIndex` does.
+
+    monotonically_increasing_id is (partition << 33) + position within the partition; adding each
+    partition's starting offset, from one small count per partition, makes it dense. The frame
+    must be deterministic (a file or table scan), because it is evaluated twice."""
+    tagged = frame.select("*", F.monotonically_increasing_id().alias("_row_id"), F.spark_partition_id().alias("_pid"))
+    counts = sorted((row["_pid"], row["count"]) for row in tagged.groupBy("_pid").count().collect())
+    offsets, start = [], 0
+    for partition, count in counts:
+        offsets.append((partition, start))
+        start += count
+    offset_frame = frame.sparkSession.createDataFrame(offsets or [(0, 0)], "_pid int, _offset long")
+    position = F.col("_row_id") - F.shiftleft(F.col("_pid").cast("long"), 33)
+    return (
+        tagged.join(F.broadcast(offset_frame), "_pid")
+        .withColumn(name, F.col("_offset") + position)
+        .drop("_row_id", "_pid", "_offset")
+    )
