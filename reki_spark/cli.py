@@ -15,28 +15,54 @@ from reki_spark.config import ConfigError, RekiConfig, load_config
 from reki_spark.data.download import PUBLIC_URLS, amazon_urls, download
 from reki_spark.data.ingest import ingest
 from reki_spark.features import build_features
+from reki_spark.knowledge.clustering import cluster_entities
+from reki_spark.knowledge.prompts import build_prompts
 from reki_spark.lake import Lake, format_tables
 from reki_spark.session import get_spark
 
 StageFunction = Callable[[SparkSession, RekiConfig], Any]
+RayStageFunction = Callable[[RekiConfig], Any]
 
-# In pipeline order: `reki run` runs them one after the other.
-SPARK_STAGES: dict[str, StageFunction] = {"ingest": ingest, "features": build_features}
+
+def _extract(config: RekiConfig) -> Any:
+    from ray_workers.extract import extract
+
+    return extract(config)
+
+
+def _encode(config: RekiConfig) -> Any:
+    from ray_workers.encode import encode
+
+    return encode(config)
+
+
+# In pipeline order: `reki run` runs them one after the other. Spark stages get a session; the
+# Ray stages (imported lazily, so Spark-only jobs never load Ray) start or join Ray themselves.
+SPARK_STAGES: dict[str, StageFunction] = {
+    "ingest": ingest,
+    "features": build_features,
+    "cluster": cluster_entities,
+    "prompts": build_prompts,
+}
+RAY_STAGES: dict[str, RayStageFunction] = {"extract": _extract, "encode": _encode}
+PIPELINE = [*SPARK_STAGES, *RAY_STAGES]
 
 
 def _print_tables(spark: SparkSession, config: RekiConfig, as_json: bool) -> None:
     print(format_tables(Lake(spark, config.lake).describe(), as_json=as_json))
 
 
-def run_stage(name: str, config: RekiConfig) -> Any:
-    return SPARK_STAGES[name](get_spark(config), config)
+def run_stage(name: str, config: RekiConfig, spark: SparkSession | None = None) -> Any:
+    if name in RAY_STAGES:
+        return RAY_STAGES[name](config)
+    return SPARK_STAGES[name](spark or get_spark(config), config)
 
 
 def cmd_run(config: RekiConfig, args: argparse.Namespace) -> None:
     spark = get_spark(config)
-    for name, stage in SPARK_STAGES.items():
+    for name in PIPELINE:
         print(f"== {name}")
-        stage(spark, config)
+        run_stage(name, config, spark)
     print(f"== tables under {config.lake}")
     _print_tables(spark, config, as_json=False)
 
@@ -76,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one config key, e.g. --set lake=/tmp/lake (repeatable)",
     )
-    for name in SPARK_STAGES:
+    for name in PIPELINE:
         sub = commands.add_parser(name, parents=[common], help=f"run the {name} stage")
         sub.set_defaults(handler=_stage_command(name))
     commands.add_parser("run", parents=[common], help="run every stage in order, locally").set_defaults(handler=cmd_run)

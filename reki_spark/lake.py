@@ -4,10 +4,15 @@ them under the lake root. Stages talk to each other only through these tables.""
 from __future__ import annotations
 
 import json
+import random
+import time
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
+from delta.exceptions import DeltaConcurrentModificationException
 from delta.tables import DeltaTable
+from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -19,6 +24,8 @@ def _schema(*fields: tuple[str, T.DataType, bool]) -> T.StructType:
 
 STR, INT, LONG, DOUBLE, BOOL = T.StringType(), T.IntegerType(), T.LongType(), T.DoubleType(), T.BooleanType()
 STR_ARRAY = T.ArrayType(STR, True)
+FLOAT_ARRAY = T.ArrayType(T.FloatType(), True)
+TIMESTAMP = T.TimestampType()
 
 USERS = "users"
 ITEMS = "items"
@@ -29,6 +36,13 @@ PROMPT_WINDOWS = "prompt_windows"
 USER_HISTORIES = "user_histories"
 SAMPLES = "samples"
 SEQUENCES = "sequences"
+ITEM_EMBEDDINGS = "item_embeddings"
+ITEM_CLUSTERS = "item_clusters"
+USER_CLUSTERS = "user_clusters"
+CLUSTERS = "clusters"
+PROMPTS = "prompts"
+KNOWLEDGE = "knowledge"
+KNOWLEDGE_VECTORS = "knowledge_vectors"
 
 SCHEMAS: dict[str, T.StructType] = {
     USERS: _schema(
@@ -62,16 +76,17 @@ SCHEMAS: dict[str, T.StructType] = {
         ("raw", STR, True),
         ("reason", STR, False),
     ),
+    # All nullable: both Spark stages and the Ray side (through delta-rs) append to it.
     LEDGER: _schema(
-        ("run_id", STR, False),
-        ("stage", STR, False),
-        ("started_at", T.TimestampType(), False),
-        ("wall_seconds", DOUBLE, False),
+        ("run_id", STR, True),
+        ("stage", STR, True),
+        ("started_at", TIMESTAMP, True),
+        ("wall_seconds", DOUBLE, True),
         ("rows_in", LONG, True),
         ("rows_out", LONG, True),
-        ("llm_calls", LONG, False),
-        ("prompt_tokens", LONG, False),
-        ("completion_tokens", LONG, False),
+        ("llm_calls", LONG, True),
+        ("prompt_tokens", LONG, True),
+        ("completion_tokens", LONG, True),
         ("details", STR, True),
     ),
     PROMPT_WINDOWS: _schema(
@@ -113,6 +128,82 @@ SCHEMAS: dict[str, T.StructType] = {
         ("valid_item_id", STR, False),
         ("test_item_id", STR, False),
         ("length", INT, False),
+    ),
+    ITEM_EMBEDDINGS: _schema(
+        ("item_id", STR, False),
+        ("text", STR, True),
+        ("vector", FLOAT_ARRAY, False),
+        ("encoder_id", STR, False),
+    ),
+    ITEM_CLUSTERS: _schema(
+        ("item_id", STR, False),
+        ("view", STR, False),
+        ("cluster_id", STR, False),
+    ),
+    USER_CLUSTERS: _schema(
+        ("user_id", STR, False),
+        # positive: what the user liked in the prompt window; negative: what they disliked
+        ("view", STR, False),
+        ("cluster_id", STR, False),
+        # true where the user had no such interactions and stood at the view's mean vector
+        ("imputed", BOOL, False),
+    ),
+    CLUSTERS: _schema(
+        ("cluster_id", STR, False),
+        ("entity_type", STR, False),
+        ("view", STR, False),
+        ("size", LONG, False),
+        ("centroid", T.ArrayType(DOUBLE, True), False),
+        # up to clustering.representatives member ids, nearest to the centroid first
+        ("representatives", STR_ARRAY, False),
+    ),
+    PROMPTS: _schema(
+        # hash of the template version and the prompt's inputs: stable across reruns
+        ("prompt_id", STR, False),
+        # item | user (individual) or item_cluster | user_cluster (collective)
+        ("kind", STR, False),
+        ("mode", STR, False),
+        ("entity_type", STR, False),
+        # the item or user id, or the cluster id
+        ("entity_id", STR, False),
+        ("view", STR, False),
+        ("system", STR, False),
+        ("prompt", STR, False),
+        # individual user prompts: profile and history, encoded together with the answer
+        ("context", STR, True),
+        ("template_version", STR, False),
+    ),
+    KNOWLEDGE: _schema(
+        ("prompt_id", STR, False),
+        ("model_id", STR, False),
+        ("kind", STR, True),
+        ("entity_type", STR, True),
+        ("entity_id", STR, True),
+        ("view", STR, True),
+        ("text", STR, True),
+        ("prompt_hash", STR, True),
+        ("prompt_tokens", LONG, True),
+        ("completion_tokens", LONG, True),
+        ("latency_s", DOUBLE, True),
+        ("attempts", INT, True),
+        # ok | failed (failed answers keep their last text and the reason)
+        ("status", STR, True),
+        ("reason", STR, True),
+        ("created_at", TIMESTAMP, True),
+    ),
+    KNOWLEDGE_VECTORS: _schema(
+        ("entity_type", STR, False),
+        # item or user id (individual) or cluster id (collective; see item_clusters/user_clusters)
+        ("entity_id", STR, False),
+        ("view", STR, False),
+        ("source", STR, False),
+        ("vector", FLOAT_ARRAY, True),
+        ("encoder_id", STR, False),
+        # answer: the LLM's text was encoded; prompt: the answer failed validation, so the
+        # prompt's own entity text stood in for it
+        ("text_source", STR, False),
+        ("prompt_id", STR, True),
+        ("model_id", STR, True),
     ),
 }
 
@@ -171,21 +262,34 @@ class Lake:
     def append(self, df: DataFrame, table: str) -> None:
         conform(df, table).write.format("delta").mode("append").save(self.path(table))
 
-    def merge(self, df: DataFrame, table: str, keys: list[str]) -> None:
-        """Upsert by key: rows with a new key are inserted, rows with a known key updated."""
+    def append_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        schema = SCHEMAS[table]
+        values = [tuple(row.get(field.name) for field in schema.fields) for row in rows]
+        self.append(self.spark.createDataFrame(values, schema), table)
+
+    def merge_rows(self, table: str, rows: list[dict[str, Any]], keys: list[str]) -> None:
+        """Upsert plain Python rows (e.g. answers collected on a Ray driver) by key."""
+        frame = pd.DataFrame.from_records(rows, columns=SCHEMAS[table].fieldNames())
+        self.merge(self.spark.createDataFrame(frame, SCHEMAS[table]), table, keys)
+
+    def merge(self, df: DataFrame, table: str, keys: list[str], attempts: int = 20) -> None:
+        """Upsert by key in one atomic commit: rows with a new key are inserted, rows with a known
+        key updated. A concurrent writer's conflicting commit makes this one retry; since it is
+        keyed, a retry can never leave two rows for one key."""
         rows = conform(df, table)
-        if not self.exists(table):
-            rows.write.format("delta").save(self.path(table))
-            return
         condition = " AND ".join(f"t.`{key}` <=> s.`{key}`" for key in keys)
-        (
-            DeltaTable.forPath(self.spark, self.path(table))
-            .alias("t")
-            .merge(rows.alias("s"), condition)
-            .whenMatchedUpdateAll()
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+        for attempt in range(1, attempts + 1):
+            try:
+                # Created empty first, so that even the first rows go through MERGE: two blind
+                # appends of the same key would both succeed.
+                DeltaTable.createIfNotExists(self.spark).location(self.path(table)).addColumns(SCHEMAS[table]).execute()
+                target = DeltaTable.forPath(self.spark, self.path(table)).alias("t")
+                target.merge(rows.alias("s"), condition).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
+                return
+            except (DeltaConcurrentModificationException, AnalysisException) as err:
+                if attempt == attempts or not _is_concurrency_conflict(err):
+                    raise
+                time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
 
     def table_names(self) -> list[str]:
         """Every Delta table directly under the root, found through the Hadoop file system."""
@@ -206,6 +310,13 @@ class Lake:
 
     def describe(self) -> list[TableInfo]:
         return [self.info(name) for name in self.table_names()]
+
+
+def _is_concurrency_conflict(err: Exception) -> bool:
+    if isinstance(err, DeltaConcurrentModificationException):
+        return True
+    # Two first writers racing to create the same table surface as a metadata/protocol change.
+    return any(word in str(err) for word in ("Concurrent", "concurrent", "already exists", "MetadataChanged"))
 
 
 def format_tables(infos: list[TableInfo], as_json: bool = False) -> str:

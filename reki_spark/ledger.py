@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from reki_spark.lake import LEDGER, SCHEMAS, Lake
+from reki_spark.lake import LEDGER
 
 
 @dataclass
@@ -26,23 +26,29 @@ class StageRecord:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+class RowSink(Protocol):
+    """Anything that appends rows to a named table: the Spark lake or the delta-rs one."""
+
+    def append_rows(self, table: str, rows: list[dict[str, Any]]) -> None: ...
+
+
 @contextmanager
-def ledger_entry(lake: Lake, stage: str) -> Iterator[StageRecord]:
+def ledger_entry(sink: RowSink, stage: str) -> Iterator[StageRecord]:
     """Times the block and appends its record to the ledger when the block succeeds."""
     record = StageRecord(stage)
     started_at = datetime.now(UTC)
     start = time.perf_counter()
     yield record
-    row = (
-        uuid.uuid4().hex,
-        record.stage,
-        started_at,
-        round(time.perf_counter() - start, 3),
-        record.rows_in,
-        record.rows_out,
-        record.llm_calls,
-        record.prompt_tokens,
-        record.completion_tokens,
-        json.dumps(record.details, sort_keys=True),
-    )
-    lake.append(lake.spark.createDataFrame([row], SCHEMAS[LEDGER]), LEDGER)
+    row = {
+        "run_id": uuid.uuid4().hex,
+        "stage": record.stage,
+        "started_at": started_at,
+        "wall_seconds": round(time.perf_counter() - start, 3),
+        "rows_in": record.rows_in,
+        "rows_out": record.rows_out,
+        "llm_calls": record.llm_calls,
+        "prompt_tokens": record.prompt_tokens,
+        "completion_tokens": record.completion_tokens,
+        "details": json.dumps(record.details, sort_keys=True),
+    }
+    sink.append_rows(LEDGER, [row])

@@ -16,6 +16,7 @@ from reki_spark.data.bronze import BronzeTables, blank_to_null
 from reki_spark.data.movielens import load_movielens_1m, load_movielens_100k
 from reki_spark.data.sample import generate_sample
 from reki_spark.data.titles import clean_title_udf
+from reki_spark.frames import union_all
 from reki_spark.lake import INTERACTIONS, ITEMS, QUARANTINE, USERS, Lake
 from reki_spark.ledger import ledger_entry
 
@@ -202,10 +203,7 @@ def _quarantine_rows(classified: dict[str, DataFrame]) -> DataFrame:
         )
         for table, frame in classified.items()
     ]
-    union = frames[0]
-    for frame in frames[1:]:
-        union = union.unionByName(frame)
-    return union
+    return union_all(frames)
 
 
 def _users_from_interactions(interactions: DataFrame) -> DataFrame:

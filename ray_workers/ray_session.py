@@ -1,0 +1,21 @@
+"""Joining or starting Ray: under `ray job submit` (RAY_ADDRESS set) or with `ray.address`, the
+existing cluster; otherwise a local Ray sized by `ray.num_cpus`."""
+
+from __future__ import annotations
+
+import os
+
+from reki_spark.config import RayConfig
+
+
+def start_ray(settings: RayConfig) -> None:
+    import ray
+    from ray.data import DataContext
+
+    if not ray.is_initialized():
+        if settings.address is not None or "RAY_ADDRESS" in os.environ:
+            ray.init(address=settings.address, logging_level="WARNING")
+        else:
+            ray.init(num_cpus=settings.num_cpus, include_dashboard=False, logging_level="WARNING")
+    # The stages print their own progress (per prompt / per text) instead of Ray Data's bars.
+    DataContext.get_current().enable_progress_bars = False

@@ -1,0 +1,185 @@
+"""Clustering for collective extraction (`reki cluster`, REKI stage 1b).
+
+Items are placed by the encoder's vector of their text (title, brand, categories); users twice, by
+the mean vector of the items they liked (positive view) and disliked (negative view) inside their
+prompt window, so nothing from the samples leaks. The number of clusters follows a target cluster
+size. Reads `items`, `prompt_windows`; writes `item_embeddings`, `item_clusters`, `user_clusters`,
+`clusters`. Only cluster centres of the flat k-means ever reach the driver."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+from pyspark.ml.clustering import BisectingKMeans, KMeans
+from pyspark.ml.functions import array_to_vector, vector_to_array
+from pyspark.ml.stat import Summarizer
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from reki_spark.config import ClusteringConfig, EncoderConfig, RekiConfig
+from reki_spark.frames import union_all
+from reki_spark.lake import (
+    CLUSTERS,
+    ITEM_CLUSTERS,
+    ITEM_EMBEDDINGS,
+    ITEMS,
+    PROMPT_WINDOWS,
+    USER_CLUSTERS,
+    USERS,
+    Lake,
+)
+from reki_spark.ledger import ledger_entry
+from reki_spark.text_encoder import TextEncoder
+
+ITEM_VIEW, POSITIVE, NEGATIVE = "item", "positive", "negative"
+
+
+def item_text(title: Column, brand: Column, categories: Column) -> Column:
+    """What the encoder reads for an item: "<title>. <brand>. <category, category>"."""
+    return F.concat_ws(". ", F.coalesce(title, F.lit("untitled item")), brand, F.array_join(categories, ", "))
+
+
+def cluster_entities(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
+    lake = Lake(spark, config.lake)
+    with ledger_entry(lake, "cluster") as record:
+        items = lake.read(ITEMS)
+        lake.overwrite(_item_embeddings(items, config.encoder), ITEM_EMBEDDINGS)
+        embeddings = lake.read(ITEM_EMBEDDINGS)
+        item_points = embeddings.select(
+            F.col("item_id").alias("entity_id"), F.lit(ITEM_VIEW).alias("view"), "vector", F.lit(False).alias("imputed")
+        )
+        user_points, views = _user_points(lake, embeddings, config.features.label_threshold)
+        user_points = user_points.persist()
+        clustering, seed = config.clustering, config.seed
+        assigned = [_assign(item_points, "item", clustering.item_cluster_size, clustering, seed)]
+        assigned += [
+            _assign(
+                user_points.where(F.col("view") == view), f"user:{view}", clustering.user_cluster_size, clustering, seed
+            )
+            for view in views
+        ]
+        items_assigned, users_assigned = assigned[0], union_all(assigned[1:])
+        lake.overwrite(items_assigned.select(F.col("entity_id").alias("item_id"), "view", "cluster_id"), ITEM_CLUSTERS)
+        lake.overwrite(
+            users_assigned.select(F.col("entity_id").alias("user_id"), "view", "cluster_id", "imputed"), USER_CLUSTERS
+        )
+        lake.overwrite(_describe(union_all(assigned), clustering.representatives), CLUSTERS)
+        counts = {row["view"]: row["count"] for row in lake.read(CLUSTERS).groupBy("view").count().collect()}
+        user_points.unpersist()
+        record.rows_in = items.count() + lake.read(USERS).count()
+        record.rows_out = sum(counts.values())
+        record.details = {"clusters_per_view": counts, "user_views": views}
+    print("clusters per view: " + ", ".join(f"{view} {n}" for view, n in sorted(counts.items())))
+    return counts
+
+
+def _item_embeddings(items: DataFrame, encoder: EncoderConfig) -> DataFrame:
+    texts = items.select("item_id", item_text(F.col("title"), F.col("brand"), F.col("categories")).alias("text"))
+
+    def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = TextEncoder(encoder.model, encoder.device, encoder.batch_size)
+        for batch in batches:
+            vectors = model.encode(batch["text"].tolist())
+            yield batch.assign(vector=list(vectors), encoder_id=encoder.model)
+
+    return texts.mapInPandas(encode, "item_id string, text string, vector array<float>, encoder_id string")
+
+
+def _user_points(lake: Lake, embeddings: DataFrame, label_threshold: float) -> tuple[DataFrame, list[str]]:
+    """One row per (user, view): the mean vector of the view's window items, or the view's mean
+    over all users where the user has none (`imputed`), so every user lands in a cluster."""
+    window = lake.read(PROMPT_WINDOWS).join(embeddings.select("item_id", "vector"), "item_id")
+    has_ratings = window.where(F.col("rating").isNotNull()).limit(1).count() > 0
+    view = F.when(F.col("rating") > label_threshold, POSITIVE).otherwise(NEGATIVE) if has_ratings else F.lit(POSITIVE)
+    rows = window.select("user_id", view.alias("view"), array_to_vector("vector").alias("features"))
+    views = sorted(r["view"] for r in rows.select("view").distinct().collect())
+    if NEGATIVE not in views:
+        print("user clustering: no negative feedback in the prompt windows, so the negative view is absent")
+    per_user = rows.groupBy("user_id", "view").agg(Summarizer.mean(F.col("features")).alias("mean"))
+    per_view = rows.groupBy("view").agg(Summarizer.mean(F.col("features")).alias("view_mean"))
+    all_pairs = lake.read(USERS).select("user_id").crossJoin(per_view)
+    points = all_pairs.join(per_user, ["user_id", "view"], "left").select(
+        F.col("user_id").alias("entity_id"),
+        "view",
+        vector_to_array(F.coalesce(F.col("mean"), F.col("view_mean")), "float32").alias("vector"),
+        F.col("mean").isNull().alias("imputed"),
+    )
+    return points, views
+
+
+def _assign(points: DataFrame, prefix: str, target_size: int, clustering: ClusteringConfig, seed: int) -> DataFrame:
+    """Adds `cluster_id` ("<prefix>:<n>") with about `target_size` members per cluster."""
+    points = points.withColumn("features", array_to_vector("vector"))
+    k = max(1, math.ceil(points.count() / target_size))
+    if k == 1:
+        label = F.lit("0")
+    elif k <= clustering.max_flat_clusters:
+        points = _fit_predict(points, k, clustering, seed, "cluster")
+        label = F.col("cluster").cast("string")
+    else:
+        points = _two_level(points, k, target_size, clustering, seed)
+        label = F.concat_ws("-", F.col("coarse").cast("string"), F.col("fine").cast("string"))
+    return points.select(
+        "entity_id", "view", "vector", "features", "imputed", F.concat_ws(":", F.lit(prefix), label).alias("cluster_id")
+    )
+
+
+def _fit_predict(points: DataFrame, k: int, clustering: ClusteringConfig, seed: int, column: str) -> DataFrame:
+    algorithm = KMeans if clustering.algorithm == "kmeans" else BisectingKMeans
+    model = algorithm(
+        k=k, seed=seed, maxIter=clustering.max_iterations, featuresCol="features", predictionCol=column
+    ).fit(points)
+    return model.transform(points)
+
+
+def _two_level(points: DataFrame, k: int, target_size: int, clustering: ClusteringConfig, seed: int) -> DataFrame:
+    coarse = _fit_predict(points, math.ceil(math.sqrt(k)), clustering, seed, "coarse")
+
+    def fine(group: pd.DataFrame) -> pd.DataFrame:
+        from sklearn.cluster import KMeans as LocalKMeans
+
+        vectors = np.stack(group["vector"].to_numpy())
+        n_clusters = max(1, math.ceil(len(vectors) / target_size))
+        labels = (
+            np.zeros(len(vectors), dtype=np.int64)
+            if n_clusters == 1
+            else LocalKMeans(
+                n_clusters=n_clusters, random_state=seed, n_init=1, max_iter=clustering.max_iterations
+            ).fit_predict(vectors)
+        )
+        return pd.DataFrame({"entity_id": group["entity_id"].to_numpy(), "fine": labels})
+
+    labels = (
+        coarse.select("entity_id", "coarse", "vector")
+        .groupBy("coarse")
+        .applyInPandas(fine, "entity_id string, fine long")
+    )
+    return coarse.join(labels, "entity_id")
+
+
+def _describe(assigned: DataFrame, representatives: int) -> DataFrame:
+    """Per cluster: size, centroid (the members' mean) and the members nearest to it."""
+    centroids = assigned.groupBy("cluster_id", "view").agg(
+        F.count("*").alias("size"), Summarizer.mean(F.col("features")).alias("centroid_vector")
+    )
+    centroids = centroids.select("cluster_id", "view", "size", vector_to_array("centroid_vector").alias("centroid"))
+    squared = F.zip_with("vector", "centroid", lambda a, b: (a - b) * (a - b))
+    distance = F.aggregate(squared, F.lit(0.0).cast("double"), lambda total, x: total + x)
+    nearest = Window.partitionBy("cluster_id").orderBy("distance", "entity_id")
+    ranked = (
+        assigned.select("cluster_id", "entity_id", "vector")
+        .join(centroids.select("cluster_id", "centroid"), "cluster_id")
+        .select("cluster_id", "entity_id", distance.alias("distance"))
+        .withColumn("rank", F.row_number().over(nearest))
+        .where(F.col("rank") <= representatives)
+    )
+    members = ranked.groupBy("cluster_id").agg(
+        F.array_sort(F.collect_list(F.struct("rank", "entity_id"))).getField("entity_id").alias("representatives")
+    )
+    entity_type = F.when(F.col("view") == ITEM_VIEW, "item").otherwise("user")
+    return centroids.join(members, "cluster_id").select(
+        "cluster_id", entity_type.alias("entity_type"), "view", "size", "centroid", "representatives"
+    )
