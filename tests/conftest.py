@@ -46,3 +46,16 @@ def ml100k_folder() -> Path:
         print(f"SKIP reason: MovieLens-100k not found at {SHARED_ML100K} (set REKI_ML100K)")
         pytest.skip(f"MovieLens-100k not found at {SHARED_ML100K} (set REKI_ML100K to its folder)")
     return SHARED_ML100K
+
+
+@pytest.fixture(scope="session")
+def ray_local() -> Iterator:
+    """One local Ray for the run, sized like the CI machine."""
+    import ray
+
+    from ray_workers.ray_session import start_ray
+    from reki_spark.config import RayConfig
+
+    start_ray(RayConfig(num_cpus=2))
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,111 @@
+import pytest
+
+from ray_workers.backends import Generation, model_id
+from ray_workers.backends import vllm as vllm_backend
+from ray_workers.backends.openai import OpenAiBackend
+from ray_workers.extract import FAILED, OK, answer_prompt
+from ray_workers.validation import answer_problem
+from reki_spark.config import ConfigError, LlmConfig, load_config
+
+GOOD = "Genre: dark crime thrillers with moral ambiguity. Mood: tense, gritty and slow-burning throughout."
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("", "empty answer"),
+        ("   \n\t ", "empty answer"),
+        ("Too short.", "too short: 10 characters"),
+        ("gritty " * 60, "degenerate repetition: 2% distinct words"),
+        (GOOD, None),
+    ],
+)
+def test_answer_problems(text, problem):
+    assert answer_problem(text, min_chars=40, min_distinct_word_ratio=0.25) == problem
+
+
+class ScriptedBackend:
+    """Answers from a script, one entry per call; an Exception entry is raised."""
+
+    def __init__(self, script):
+        self.script = list(script)
+        self.seeds = []
+
+    def generate(self, system, prompt, seed, temperature):
+        self.seeds.append((seed, temperature))
+        entry = self.script.pop(0)
+        if isinstance(entry, Exception):
+            raise entry
+        return Generation(entry, prompt_tokens=10, completion_tokens=len(entry.split()))
+
+
+ROW = {
+    "prompt_id": "p1",
+    "kind": "item",
+    "entity_type": "item",
+    "entity_id": "1",
+    "view": "item",
+    "system": "sys",
+    "prompt": "Introduce it.",
+}
+SETTINGS = LlmConfig(max_attempts=3, min_chars=40, temperature=0.0, seed=5)
+
+
+def test_retry_with_new_seed_then_accept():
+    backend = ScriptedBackend(["", "word " * 50, GOOD])
+    row = answer_prompt(backend, SETTINGS, ROW, "m")
+    assert (row["status"], row["attempts"], row["reason"]) == (OK, 3, None)
+    assert row["text"] == GOOD
+    assert [seed for seed, _ in backend.seeds] == [5, 6, 7]
+    assert backend.seeds[1][1] > 0  # retries sample, or a temperature-0 retry would repeat itself
+    assert row["prompt_tokens"] == 30
+
+
+def test_exhausted_attempts_are_stored_failed_never_ok():
+    row = answer_prompt(ScriptedBackend(["", "  ", "spam " * 80]), SETTINGS, ROW, "m")
+    assert row["status"] == FAILED
+    assert row["attempts"] == 3
+    assert row["reason"].startswith("degenerate repetition")
+
+
+def test_backend_errors_are_failed_attempts_with_the_reason():
+    row = answer_prompt(ScriptedBackend([ValueError("Requested tokens exceed context window")] * 3), SETTINGS, ROW, "m")
+    assert row["status"] == FAILED
+    assert "exceed context window" in row["reason"]
+
+
+def test_model_ids_name_backend_and_model():
+    assert model_id(LlmConfig()) == "llama_cpp:SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert model_id(LlmConfig(backend="vllm", model="org/model")) == "vllm:org/model"
+
+
+def test_openai_backend_needs_url_and_model_and_never_shows_the_key(monkeypatch):
+    with pytest.raises(ConfigError, match=r"llm\.base_url and llm\.model are required"):
+        load_config(None, ["llm.backend=openai"])
+    monkeypatch.setenv("REKI_TEST_KEY", "sk-secret-value")
+    settings = LlmConfig(backend="openai", base_url="http://127.0.0.1:9/v1", model="m", api_key_env="REKI_TEST_KEY")
+    backend = OpenAiBackend(settings)
+    assert "sk-secret-value" not in repr(backend)
+    assert "sk-secret-value" not in repr(settings.model_dump())
+
+
+def test_vllm_processor_config_from_settings():
+    settings = LlmConfig(
+        backend="vllm",
+        model="HuggingFaceTB/SmolLM2-135M-Instruct",
+        batch_size=16,
+        vllm={"engine_kwargs": {"max_model_len": 2048}, "concurrency": 2},
+    )
+    config = vllm_backend.processor_config(settings)
+    assert config.model_source == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert config.batch_size == 16
+    assert config.concurrency == 2
+    assert config.engine_kwargs["max_model_len"] == 2048
+    assert config.should_continue_on_error is True
+
+
+def test_vllm_refuses_a_cluster_without_gpus():
+    settings = LlmConfig(backend="vllm", model="m")
+    with pytest.raises(RuntimeError, match="needs GPUs but this Ray cluster has 0"):
+        vllm_backend.require_gpus({"CPU": 2.0}, settings)
+    vllm_backend.require_gpus({"CPU": 2.0, "GPU": 1.0}, settings)
