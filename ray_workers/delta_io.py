@@ -10,7 +10,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pyspark.sql import types as T
 
-from reki_spark.lake import SCHEMAS
+from reki_spark.lake import SCHEMAS, absolute_root
 
 _SIMPLE = {
     T.StringType: pa.string(),
@@ -37,7 +37,7 @@ class RsLake:
     """The lake's Delta tables, read through delta-rs's snapshot and pyarrow."""
 
     def __init__(self, root: str) -> None:
-        self.root = root.rstrip("/")
+        self.root = absolute_root(root)
 
     def path(self, table: str) -> str:
         return f"{self.root}/{table}"

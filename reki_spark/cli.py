@@ -14,11 +14,13 @@ from pyspark.sql import SparkSession
 from reki_spark.config import ConfigError, RekiConfig, load_config
 from reki_spark.data.download import PUBLIC_URLS, amazon_urls, download
 from reki_spark.data.ingest import ingest
+from reki_spark.evaluation.report import write_report
 from reki_spark.features import build_features
 from reki_spark.knowledge.clustering import cluster_entities
 from reki_spark.knowledge.prompts import build_prompts
 from reki_spark.lake import Lake, format_tables
 from reki_spark.session import get_spark
+from reki_spark.training.train import evaluate_runs, train
 
 StageFunction = Callable[[SparkSession, RekiConfig], Any]
 RayStageFunction = Callable[[RekiConfig], Any]
@@ -45,7 +47,10 @@ SPARK_STAGES: dict[str, StageFunction] = {
     "prompts": build_prompts,
 }
 RAY_STAGES: dict[str, RayStageFunction] = {"extract": _extract, "encode": _encode}
-PIPELINE = [*SPARK_STAGES, *RAY_STAGES]
+# After the knowledge stages: train every configured model, then write the report.
+TRAINING_STAGES: dict[str, StageFunction] = {"train": train, "report": write_report}
+PIPELINE = [*SPARK_STAGES, *RAY_STAGES, *TRAINING_STAGES]
+ALL_STAGES: dict[str, Any] = {**SPARK_STAGES, **TRAINING_STAGES, "evaluate": evaluate_runs}
 
 
 def _print_tables(spark: SparkSession, config: RekiConfig, as_json: bool) -> None:
@@ -55,7 +60,7 @@ def _print_tables(spark: SparkSession, config: RekiConfig, as_json: bool) -> Non
 def run_stage(name: str, config: RekiConfig, spark: SparkSession | None = None) -> Any:
     if name in RAY_STAGES:
         return RAY_STAGES[name](config)
-    return SPARK_STAGES[name](spark or get_spark(config), config)
+    return ALL_STAGES[name](spark or get_spark(config), config)
 
 
 def cmd_run(config: RekiConfig, args: argparse.Namespace) -> None:
@@ -102,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one config key, e.g. --set lake=/tmp/lake (repeatable)",
     )
-    for name in PIPELINE:
+    for name in [*PIPELINE, "evaluate"]:
         sub = commands.add_parser(name, parents=[common], help=f"run the {name} stage")
         sub.set_defaults(handler=_stage_command(name))
     commands.add_parser("run", parents=[common], help="run every stage in order, locally").set_defaults(handler=cmd_run)

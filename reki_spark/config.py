@@ -166,6 +166,34 @@ class LlmConfig(_Strict):
         return self
 
 
+class HeinConfig(_Strict):
+    shared_experts: int = Field(2, ge=0)
+    dedicated_experts: int = Field(2, ge=0)
+
+
+class TrainingConfig(_Strict):
+    # CTR backbones (din, dcnv2, deepfm, autoint) train on `samples`; sequential ones (sasrec,
+    # gru4rec) on `sequences`. Every model runs once per knowledge setting and seed.
+    models: list[Literal["din", "dcnv2", "deepfm", "autoint", "sasrec", "gru4rec"]] = ["din"]
+    knowledge: list[Literal["none", "individual", "collective"]] = ["none", "collective"]
+    seeds: list[int] = [42]
+    epochs: int = Field(20, ge=1)
+    patience: int = Field(3, ge=1)
+    batch_size: int = Field(1024, ge=1)
+    eval_batch_size: int = Field(4096, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    embedding_dim: int = Field(32, ge=1)
+    sequence_hidden: int = Field(64, ge=8)
+    # 1 trains in-process; more launches Spark's TorchDistributor (DDP over gloo, or nccl on GPUs).
+    num_processes: int = Field(1, ge=1)
+    # TorchDistributor's local_mode: ranks on the driver machine (local and single-node runs);
+    # false spreads them over the executors of a Spark cluster.
+    distributor_local_mode: bool = True
+    use_gpu: bool = False
+    hein: HeinConfig = HeinConfig()
+
+
 class RayConfig(_Strict):
     # None starts a local Ray; "auto" joins the cluster a `ray job submit` runs in.
     address: str | None = None
@@ -184,6 +212,7 @@ class RekiConfig(_Strict):
     encoder: EncoderConfig = EncoderConfig()
     llm: LlmConfig = LlmConfig()
     ray: RayConfig = RayConfig()
+    training: TrainingConfig = TrainingConfig()
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RekiConfig:

@@ -7,6 +7,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -43,6 +44,7 @@ CLUSTERS = "clusters"
 PROMPTS = "prompts"
 KNOWLEDGE = "knowledge"
 KNOWLEDGE_VECTORS = "knowledge_vectors"
+VOCAB = "vocab"
 
 SCHEMAS: dict[str, T.StructType] = {
     USERS: _schema(
@@ -205,7 +207,21 @@ SCHEMAS: dict[str, T.StructType] = {
         ("prompt_id", STR, True),
         ("model_id", STR, True),
     ),
+    # Integer codes of the models' categorical fields (0 = padding/unknown), needed at serving too.
+    VOCAB: _schema(
+        ("field", STR, False),
+        ("value", STR, False),
+        ("index", INT, False),
+    ),
 }
+
+
+def absolute_root(root: str) -> str:
+    """A lake root as an absolute location: local paths are resolved (Delta's table builder
+    reads a relative location as a table name), URIs such as s3a://bucket/lake kept."""
+    if "://" in root:
+        return root.rstrip("/")
+    return str(Path(root).resolve())
 
 
 def conform(df: DataFrame, table: str) -> DataFrame:
@@ -240,7 +256,7 @@ class Lake:
 
     def __init__(self, spark: SparkSession, root: str) -> None:
         self.spark = spark
-        self.root = root.rstrip("/")
+        self.root = absolute_root(root)
 
     def path(self, table: str) -> str:
         return f"{self.root}/{table}"

@@ -59,3 +59,55 @@ def ray_local() -> Iterator:
     start_ray(RayConfig(num_cpus=2))
     yield ray
     ray.shutdown()
+
+
+# A tiny sample dataset for the knowledge and training tests: 8 collective prompts.
+TINY = [
+    "dataset.sample.users=60",
+    "dataset.sample.items=48",
+    "dataset.sample.interactions=2400",
+    "clustering.item_cluster_size=12",
+    "clustering.user_cluster_size=30",
+    "llm.max_tokens=24",
+    "llm.min_chars=10",
+    "llm.batch_size=1",
+    "llm.commit_rows=2",
+    "spark.shuffle_partitions=2",
+]
+
+
+def tiny_config(lake: Path, *overrides: str):
+    from reki_spark.config import load_config
+
+    return load_config(None, [*TINY, f"lake={lake}", f"output={lake.parent / 'run'}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def prompts_lake(spark, tmp_path_factory) -> Path:
+    """The tiny sample dataset up to collective prompts, built once; tests copy it."""
+    from reki_spark.data.ingest import ingest
+    from reki_spark.features import build_features
+    from reki_spark.knowledge.clustering import cluster_entities
+    from reki_spark.knowledge.prompts import build_prompts
+
+    lake = tmp_path_factory.mktemp("prompts") / "lake"
+    config = tiny_config(lake)
+    for stage in (ingest, build_features, cluster_entities, build_prompts):
+        stage(spark, config)
+    return lake
+
+
+@pytest.fixture(scope="session")
+def knowledge_lake(spark, ray_local, prompts_lake, tmp_path_factory) -> Path:
+    """The same, with knowledge extracted by the real GGUF model and encoded."""
+    import shutil
+
+    from ray_workers.encode import encode
+    from ray_workers.extract import extract
+
+    lake = tmp_path_factory.mktemp("knowledge") / "lake"
+    shutil.copytree(prompts_lake, lake)
+    config = tiny_config(lake)
+    extract(config)
+    encode(config)
+    return lake

@@ -16,7 +16,7 @@ from reki_spark.config import RekiConfig
 from reki_spark.frames import union_all
 from reki_spark.knowledge import templates as tpl
 from reki_spark.knowledge.clustering import ITEM_VIEW, POSITIVE
-from reki_spark.lake import CLUSTERS, ITEMS, PROMPT_WINDOWS, PROMPTS, USERS, Lake
+from reki_spark.lake import CLUSTERS, ITEMS, PROMPT_WINDOWS, PROMPTS, USER_CLUSTERS, USERS, Lake
 from reki_spark.ledger import ledger_entry
 
 INDIVIDUAL, COLLECTIVE = "individual", "collective"
@@ -135,15 +135,15 @@ def _item_cluster_inputs(lake: Lake, items: DataFrame) -> DataFrame:
 
 
 def _user_cluster_inputs(lake: Lake, items: DataFrame, config: RekiConfig) -> DataFrame:
-    """Per user cluster and view: the titles its representative members liked (or disliked) in
-    their prompt windows, the most shared first."""
+    """Per user cluster and view: the titles its members liked (or disliked) in their prompt
+    windows, the most shared first. All members count, so a cluster whose most central members
+    stood at the view's mean (no such feedback) still gets the titles of the others."""
     threshold = config.features.label_threshold
-    members = _representatives(lake, "user").select("cluster_id", "view", F.col("member_id").alias("user_id"))
-    window = lake.read(PROMPT_WINDOWS)
+    members = lake.read(USER_CLUSTERS).select("cluster_id", "view", "user_id")
     liked = F.col("rating").isNull() | (F.col("rating") > threshold)
     in_view = F.when(F.col("view") == POSITIVE, liked).otherwise(~liked)
     counted = (
-        members.join(window, "user_id")
+        members.join(lake.read(PROMPT_WINDOWS), "user_id")
         .where(in_view)
         .groupBy("cluster_id", "view", "item_id")
         .agg(F.count("*").alias("members"))

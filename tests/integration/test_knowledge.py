@@ -20,7 +20,6 @@ from ray_workers.backends import Generation
 from ray_workers.delta_io import RsLake
 from ray_workers.encode import encode
 from ray_workers.extract import FAILED, OK, extract
-from reki_spark.config import load_config
 from reki_spark.data.ingest import ingest
 from reki_spark.features import build_features
 from reki_spark.knowledge.clustering import cluster_entities
@@ -35,43 +34,18 @@ from reki_spark.lake import (
     USER_CLUSTERS,
     Lake,
 )
+from tests.conftest import tiny_config as _config
 from tests.paths import FIXTURES
 
 pytestmark = pytest.mark.integration
 
-TINY = [
-    "dataset.sample.users=60",
-    "dataset.sample.items=48",
-    "dataset.sample.interactions=2400",
-    "clustering.item_cluster_size=12",
-    "clustering.user_cluster_size=30",
-    "llm.max_tokens=24",
-    "llm.min_chars=10",
-    "llm.batch_size=1",
-    "llm.commit_rows=2",
-    "spark.shuffle_partitions=2",
-]
 TINY_PROMPTS = 48 // 12 + 2 * (60 // 30)  # item clusters + user clusters of both views
 
 
-def _config(lake: Path, *overrides: str):
-    return load_config(None, [*TINY, f"lake={lake}", *overrides])
-
-
-@pytest.fixture(scope="module")
-def base_lake(spark, tmp_path_factory) -> Path:
-    """The tiny sample dataset up to collective prompts, built once and copied per test."""
-    lake = tmp_path_factory.mktemp("knowledge") / "lake"
-    config = _config(lake)
-    for stage in (ingest, build_features, cluster_entities, build_prompts):
-        stage(spark, config)
-    return lake
-
-
 @pytest.fixture()
-def lake_copy(base_lake, tmp_path) -> Path:
+def lake_copy(prompts_lake, tmp_path) -> Path:
     target = tmp_path / "lake"
-    shutil.copytree(base_lake, target)
+    shutil.copytree(prompts_lake, target)
     return target
 
 
@@ -79,8 +53,8 @@ def _knowledge(lake: Path):
     return RsLake(str(lake)).read(KNOWLEDGE).to_pandas()
 
 
-def test_clusters_cover_everyone_with_nearest_representatives(spark, base_lake):
-    lake = Lake(spark, str(base_lake))
+def test_clusters_cover_everyone_with_nearest_representatives(spark, prompts_lake):
+    lake = Lake(spark, str(prompts_lake))
     items = lake.read(ITEM_CLUSTERS)
     assert items.count() == items.select("item_id").distinct().count() == 48
     users = lake.read(USER_CLUSTERS)

@@ -90,3 +90,19 @@ def test_features_give_disjoint_splits_without_prompt_window_pairs(spark, ml_con
     assert samples.count() + lake.read(PROMPT_WINDOWS).count() == 100_000
     positive_rate = samples.agg(F.avg("label")).first()[0]
     assert 0.5 < positive_rate < 0.6  # ML-100k: about 55% of ratings are 4 or 5
+
+
+def test_collective_prompts_are_at_most_ten_percent_of_individual(spark, ml_config):
+    from reki_spark.knowledge.clustering import cluster_entities
+    from reki_spark.knowledge.prompts import build_prompts
+
+    ingest(spark, ml_config)
+    build_features(spark, ml_config)
+    cluster_entities(spark, ml_config)
+    details = build_prompts(spark, ml_config)
+    assert details["individual_prompts"] == 943 + 1682
+    # ceil(1682 / 80) item clusters and ceil(943 / 100) per user view, as configured; a user
+    # cluster gets a prompt when its members have feedback of that view
+    assert details["collective_prompts"] == 22 + 2 * 10
+    assert 22 + 10 <= details["prompts"] <= details["collective_prompts"]
+    assert details["prompts"] <= 0.10 * details["individual_prompts"]

@@ -1,0 +1,159 @@
+"""Shared pieces of every model: the frozen knowledge lookup, HEIN wiring, embeddings and MLPs.
+Plain PyTorch: nothing here imports Spark, Ray or the lake, so models serve and test alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import pairwise
+
+import numpy as np
+import torch
+from torch import nn
+
+from reki_spark.models.hein import Hein
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class HeinSettings:
+    shared_experts: int = 2
+    dedicated_experts: int = 2
+    hidden: int = 128
+    output: int = 32
+
+
+DEFAULT_HEIN = HeinSettings()
+
+
+@dataclass(frozen=True)
+class CtrSchema:
+    """Categorical fields (name -> cardinality, index 0 is padding/unknown) and the history."""
+
+    fields: dict[str, int]
+    history_length: int = 5
+    user_field: str = "user_id"
+    item_field: str = "item_id"
+    side_fields: list[str] = field(default_factory=list)
+
+
+class KnowledgeTables(nn.Module):
+    """Frozen knowledge vectors, one row per entity (individual) or per cluster (collective), and
+    the map from each entity's index to its row(s). Row 0 is the zero vector: no knowledge."""
+
+    def __init__(
+        self, item_vectors: np.ndarray, item_rows: np.ndarray, user_vectors: np.ndarray, user_rows: np.ndarray
+    ) -> None:
+        super().__init__()
+        if item_vectors.shape[1] != user_vectors.shape[1]:
+            raise ValueError("user and item knowledge vectors must have the same dimension")
+        self.register_buffer("item_vectors", torch.as_tensor(item_vectors, dtype=torch.float32))
+        self.register_buffer("item_rows", torch.as_tensor(item_rows, dtype=torch.long))
+        self.register_buffer("user_vectors", torch.as_tensor(user_vectors, dtype=torch.float32))
+        # (users, views): a user has one row per view (positive, negative), averaged
+        self.register_buffer("user_rows", torch.as_tensor(user_rows, dtype=torch.long).reshape(len(user_rows), -1))
+
+    @property
+    def dimension(self) -> int:
+        return int(self.item_vectors.shape[1])
+
+    def items(self, item_index: torch.Tensor) -> torch.Tensor:
+        return self.item_vectors[self.item_rows[item_index]]
+
+    def users(self, user_index: torch.Tensor) -> torch.Tensor:
+        rows = self.user_rows[user_index]
+        vectors = self.user_vectors[rows]
+        present = (rows > 0).unsqueeze(-1).float()
+        return (vectors * present).sum(-2) / present.sum(-2).clamp(min=1.0)
+
+
+def mlp(sizes: list[int], dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (width_in, width_out) in enumerate(pairwise(sizes)):
+        layers.append(nn.Linear(width_in, width_out))
+        if i < len(sizes) - 2 or last_activation:
+            layers.append(nn.ReLU())
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+    return nn.Sequential(*layers)
+
+
+class KnowledgeAdapter(nn.Module):
+    """HEIN over the frozen knowledge of a (user, item) pair, or nothing when there is none."""
+
+    def __init__(self, knowledge: KnowledgeTables | None, hein: HeinSettings) -> None:
+        super().__init__()
+        self.knowledge = knowledge
+        self.hein = (
+            Hein(knowledge.dimension, hein.shared_experts, hein.dedicated_experts, hein.hidden, hein.output)
+            if knowledge is not None
+            else None
+        )
+        self.output_dim = 2 * hein.output if knowledge is not None else 0
+        self.side_dim = hein.output if knowledge is not None else 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.knowledge is not None
+
+    def pair(self, user_index: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor | None:
+        """The 64-d augmented vector: concat(user 32-d, item 32-d)."""
+        if self.knowledge is None or self.hein is None:
+            return None
+        return self.hein(self.knowledge.users(user_index), self.knowledge.items(item_index))
+
+    def items(self, item_index: torch.Tensor) -> torch.Tensor | None:
+        if self.knowledge is None or self.hein is None:
+            return None
+        return self.hein.item(self.knowledge.items(item_index))[0]
+
+    def users(self, user_index: torch.Tensor) -> torch.Tensor | None:
+        if self.knowledge is None or self.hein is None:
+            return None
+        return self.hein.user(self.knowledge.users(user_index))[0]
+
+
+class CtrModel(nn.Module):
+    """Base of the CTR backbones: field embeddings, the history, the knowledge adapter."""
+
+    def __init__(
+        self,
+        schema: CtrSchema,
+        embedding_dim: int = 32,
+        knowledge: KnowledgeTables | None = None,
+        hein: HeinSettings = DEFAULT_HEIN,
+    ) -> None:
+        super().__init__()
+        self.schema = schema
+        self.embedding_dim = embedding_dim
+        self.embeddings = nn.ModuleDict(
+            {name: nn.Embedding(size, embedding_dim, padding_idx=0) for name, size in schema.fields.items()}
+        )
+        self.adapter = KnowledgeAdapter(knowledge, hein)
+
+    @property
+    def field_names(self) -> list[str]:
+        return list(self.schema.fields)
+
+    def field_embeddings(self, batch: Batch) -> torch.Tensor:
+        """(batch, fields, dim)"""
+        return torch.stack([self.embeddings[name](batch[name]) for name in self.field_names], dim=1)
+
+    def history(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """History item embeddings (batch, length, dim) and their mask (batch, length)."""
+        items = batch["history"]
+        return self.embeddings[self.schema.item_field](items), (items > 0).float()
+
+    def mean_history(self, batch: Batch) -> torch.Tensor:
+        embedded, mask = self.history(batch)
+        return (embedded * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+
+    def augmented(self, batch: Batch) -> torch.Tensor | None:
+        return self.adapter.pair(batch[self.schema.user_field], batch[self.schema.item_field])
+
+    def with_augmented(self, parts: list[torch.Tensor], batch: Batch) -> torch.Tensor:
+        extra = self.augmented(batch)
+        return torch.cat([*parts, extra] if extra is not None else parts, dim=-1)
+
+    def forward(self, batch: Batch) -> torch.Tensor:  # logits, shape (batch,)
+        raise NotImplementedError

@@ -1,0 +1,293 @@
+"""The training loop that runs in every rank: AdamW, a cosine schedule, early stopping on the
+validation split (never on test), a checkpoint per epoch that a stopped run resumes from, and the
+test metrics of the best epoch. Each epoch opens a fresh Petastorm loader on this rank's shard
+(a re-iterated petastorm loader repeats its last partial batch) and DDP's `join` absorbs shards
+of unequal length, so every training row is seen exactly once per epoch across ranks."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import distributed as dist
+from torch import nn
+
+from reki_spark.evaluation.metrics import (
+    FULL,
+    SAMPLED,
+    ctr_metrics,
+    ranking_metrics,
+    sampled_candidates,
+    target_ranks,
+)
+from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, HeinSettings, KnowledgeTables, SeqSchema
+from reki_spark.training.data import CTR_FIELDS, KnowledgeArrays
+
+CRASH_AFTER_STEPS_ENV = "REKI_FAULT_CRASH_AFTER_STEPS"
+LoaderFactory = Callable[[int, int, int], contextlib.AbstractContextManager[Iterable[dict[str, torch.Tensor]]]]
+
+
+@dataclass
+class TrainJob:
+    """Everything one training run needs; pickled to every rank."""
+
+    task: str  # ctr | sequential
+    model: str
+    knowledge: str
+    seed: int
+    schema: CtrSchema | SeqSchema
+    knowledge_arrays: KnowledgeArrays | None
+    open_loader: LoaderFactory  # (epoch, rank, world) -> context manager yielding batches
+    train_rows: int
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    checkpoint_dir: str
+    epochs: int = 20
+    patience: int = 3
+    batch_size: int = 1024
+    eval_batch_size: int = 4096
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    embedding_dim: int = 32
+    sequence_hidden: int = 64
+    hein: HeinSettings = field(default_factory=HeinSettings)
+    seen: pd.DataFrame | None = None  # sequential: items seen before the valid / test targets
+
+    @property
+    def name(self) -> str:
+        return f"{self.task}-{self.model}-{self.knowledge}-seed{self.seed}"
+
+
+def build_model(job: TrainJob) -> nn.Module:
+    knowledge = None
+    if job.knowledge_arrays is not None:
+        arrays = job.knowledge_arrays
+        knowledge = KnowledgeTables(arrays.item_vectors, arrays.item_rows, arrays.user_vectors, arrays.user_rows)
+    if job.task == "ctr":
+        return CTR_MODELS[job.model](job.schema, embedding_dim=job.embedding_dim, knowledge=knowledge, hein=job.hein)
+    return SEQUENTIAL_MODELS[job.model](job.schema, hidden=job.sequence_hidden, knowledge=knowledge, hein=job.hein)
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+class _SequenceLoss(nn.Module):
+    """Wraps a sequential model so that DDP's forward() computes its loss."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model.loss(batch)
+
+
+def train_worker(job: TrainJob) -> dict[str, Any]:
+    """One rank of one training run; rank 0 returns the record for metrics.json."""
+    rank, world = _distributed()
+    torch.manual_seed(job.seed)
+    np.random.seed(job.seed)
+    model = build_model(job)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=job.learning_rate, weight_decay=job.weight_decay)
+    steps_per_epoch = max(1, math.ceil(job.train_rows / (job.batch_size * world)))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=job.epochs * steps_per_epoch)
+    state = _resume(job, model, optimizer, scheduler)
+    trained: nn.Module = model if job.task == "ctr" else _SequenceLoss(model)
+    if world > 1:
+        trained = nn.parallel.DistributedDataParallel(trained)
+    started = time.perf_counter()
+    # Fault injection for the resume test: the process dies after this many optimizer steps.
+    crash_after = int(os.environ.get(CRASH_AFTER_STEPS_ENV, "0")) or None
+    while not state["finished"] and state["epoch"] < job.epochs:
+        epoch = state["epoch"]
+        model.train()
+        with job.open_loader(epoch, rank, world) as batches, _joined(trained, world):
+            for batch in batches:
+                loss = _step_loss(trained, job, batch)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                state["steps"] += 1
+                if crash_after is not None and state["steps"] >= crash_after:
+                    os._exit(3)
+        state["epoch"] = epoch + 1
+        stop = _end_of_epoch(job, model, state, rank)
+        if world > 1:
+            flag = torch.tensor([1 if stop else 0])
+            dist.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        if rank == 0:
+            _save(job, model, optimizer, scheduler, state)
+        if stop:
+            break
+    checksums = _replica_checksums(model, world)
+    if rank != 0:
+        return {}
+    if not state["finished"]:
+        model.load_state_dict(state["best_state"])
+        state["test"] = evaluate(job, model, job.test, "test")
+        state["finished"] = True
+        _save(job, model, optimizer, scheduler, state)
+    return {
+        "task": job.task,
+        "model": job.model,
+        "knowledge": job.knowledge,
+        "seed": job.seed,
+        **state["test"],
+        "best_epoch": state["best_epoch"],
+        "epochs_trained": state["epoch"],
+        "steps": state["steps"],
+        "train_seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def _step_loss(trained: nn.Module, job: TrainJob, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    if job.task == "ctr":
+        return nn.functional.binary_cross_entropy_with_logits(trained(batch), batch["label"])
+    return trained(batch)
+
+
+@contextlib.contextmanager
+def _joined(trained: nn.Module, world: int) -> Iterator[None]:
+    if world > 1 and isinstance(trained, nn.parallel.DistributedDataParallel):
+        with trained.join():
+            yield
+    else:
+        yield
+
+
+def _end_of_epoch(job: TrainJob, model: nn.Module, state: dict[str, Any], rank: int) -> bool:
+    """Rank 0 scores the validation split and decides whether to stop early."""
+    if rank != 0:
+        return False
+    valid = evaluate(job, model, job.valid, "valid")
+    score = valid["auc"] if job.task == "ctr" else valid[f"ndcg@10_{FULL}"]
+    if score > state["best_score"]:
+        state.update(
+            best_score=score,
+            best_epoch=state["epoch"],
+            bad_epochs=0,
+            best_state={k: v.detach().clone() for k, v in model.state_dict().items()},
+        )
+    else:
+        state["bad_epochs"] += 1
+    print(
+        f"[{job.name}] epoch {state['epoch']}: valid {score:.4f} (best {state['best_score']:.4f} "
+        f"at epoch {state['best_epoch']})",
+        flush=True,
+    )
+    return state["bad_epochs"] >= job.patience
+
+
+def _checkpoint_path(job: TrainJob) -> Path:
+    return Path(job.checkpoint_dir) / job.name / "last.pt"
+
+
+def _resume(job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+    path = _checkpoint_path(job)
+    if path.exists():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        print(f"[{job.name}] resuming after epoch {saved['state']['epoch']}", flush=True)
+        return saved["state"]
+    return {
+        "epoch": 0,
+        "steps": 0,
+        "best_score": -math.inf,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "best_state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "finished": False,
+        "test": {},
+    }
+
+
+def _save(
+    job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]
+) -> None:
+    path = _checkpoint_path(job)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".tmp")
+    torch.save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": state,
+        },
+        partial,
+    )
+    partial.replace(path)  # atomic: a crash never leaves a half-written checkpoint
+
+
+def best_model(job: TrainJob) -> nn.Module:
+    """The best epoch's model of a finished run, from its checkpoint."""
+    saved = torch.load(_checkpoint_path(job), map_location="cpu", weights_only=False)
+    model = build_model(job)
+    model.load_state_dict(saved["state"]["best_state"])
+    return model
+
+
+def ctr_batch(frame: pd.DataFrame, history_length: int) -> dict[str, torch.Tensor]:
+    batch = {name: torch.as_tensor(frame[name].to_numpy(), dtype=torch.long) for name in CTR_FIELDS}
+    batch["history"] = torch.as_tensor(frame[[f"hist{i}" for i in range(history_length)]].to_numpy(), dtype=torch.long)
+    batch["label"] = torch.as_tensor(frame["label"].to_numpy(), dtype=torch.float32)
+    return batch
+
+
+@torch.no_grad()
+def evaluate(job: TrainJob, model: nn.Module, frame: pd.DataFrame, split: str) -> dict[str, float]:
+    model.eval()
+    if job.task == "ctr":
+        assert isinstance(job.schema, CtrSchema)
+        probabilities = [
+            torch.sigmoid(model(ctr_batch(frame.iloc[i : i + job.eval_batch_size], job.schema.history_length)))
+            for i in range(0, len(frame), job.eval_batch_size)
+        ]
+        return ctr_metrics(frame["label"].to_numpy(), torch.cat(probabilities).numpy())
+    return _ranking(job, model, frame, split)
+
+
+def _ranking(job: TrainJob, model: nn.Module, frame: pd.DataFrame, split: str) -> dict[str, float]:
+    assert isinstance(job.schema, SeqSchema) and job.seen is not None
+    prefix, target_column, seen_column = (
+        ("valid_in", "valid_target", "before_valid") if split == "valid" else ("test_in", "test_target", "before_test")
+    )
+    seen = job.seen.set_index("user")[seen_column]
+    generator = torch.Generator().manual_seed(job.seed)
+    full, sampled = [], []
+    for start in range(0, len(frame), job.eval_batch_size):
+        part = frame.iloc[start : start + job.eval_batch_size]
+        sequence = torch.as_tensor(
+            part[[f"{prefix}{i}" for i in range(job.schema.max_length)]].to_numpy(), dtype=torch.long
+        )
+        users = torch.as_tensor(part["user"].to_numpy(), dtype=torch.long)
+        targets = torch.as_tensor(part[target_column].to_numpy(), dtype=torch.long)
+        scores = model.scores(sequence, users)
+        excluded = torch.zeros_like(scores, dtype=torch.bool)
+        excluded[:, 0] = True
+        for row, user in enumerate(part["user"]):
+            excluded[row, list(seen.get(user, []))] = True
+        excluded[torch.arange(len(targets)), targets] = False
+        full.append(target_ranks(scores, targets, excluded))
+        candidates = sampled_candidates(targets, excluded, generator)
+        sampled.append(target_ranks(scores.gather(1, candidates), torch.zeros(len(targets), dtype=torch.long)))
+    metrics = {f"{name}_{FULL}": value for name, value in ranking_metrics(torch.cat(full).numpy()).items()}
+    metrics.update({f"{name}_{SAMPLED}": value for name, value in ranking_metrics(torch.cat(sampled).numpy()).items()})
+    return metrics

@@ -1,0 +1,141 @@
+"""Training with the real components: the Spark training view, Petastorm feeding, PyTorch (in
+process and over 2 TorchDistributor ranks), metrics.json and the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+from reki_spark.evaluation.report import write_report
+from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS
+from reki_spark.training.data import CTR_FIELDS
+from reki_spark.training.feeding import PetastormBatches
+from reki_spark.training.loop import CRASH_AFTER_STEPS_ENV
+from reki_spark.training.train import train
+from tests.conftest import tiny_config
+from tests.paths import REPO
+
+pytestmark = pytest.mark.integration
+ALL_MODELS = sorted(CTR_MODELS) + sorted(SEQUENTIAL_MODELS)
+
+
+@pytest.fixture()
+def trained_lake(knowledge_lake, tmp_path) -> Path:
+    lake = tmp_path / "lake"
+    shutil.copytree(knowledge_lake, lake)
+    return lake
+
+
+def test_every_backbone_trains_with_and_without_knowledge(spark, trained_lake):
+    config = tiny_config(
+        trained_lake, f"training.models={json.dumps(ALL_MODELS)}", "training.epochs=1", "training.batch_size=256"
+    )
+    results = train(spark, config)
+    assert {(r["model"], r["knowledge"]) for r in results} == {
+        (m, k) for m in ALL_MODELS for k in ("none", "collective")
+    }
+    for record in results:
+        if record["task"] == "ctr":
+            assert 0.0 <= record["auc"] <= 1.0 and math.isfinite(record["logloss"])
+        else:
+            for metric in ("ndcg@10_full", "recall@10_full", "ndcg@10_sampled99", "recall@10_sampled99"):
+                assert 0.0 <= record[metric] <= 1.0
+            assert record["recall@10_sampled99"] >= record["recall@10_full"]  # 100 candidates, not 48
+        assert record["steps"] > 0 and record["epochs_trained"] == 1
+    stored = json.loads((Path(config.output) / "metrics.json").read_text())
+    assert len(stored) == len(ALL_MODELS) * 2
+    report = write_report(spark, config)
+    text = report.read_text()
+    assert "| din | collective | 1 |" in text and "## Cost ledger" in text and "| extract |" in text
+    assert (Path(config.output) / "comparison.png").stat().st_size > 1000
+
+
+def test_two_torchdistributor_ranks_end_in_sync(spark, trained_lake):
+    config = tiny_config(
+        trained_lake,
+        'training.models=["dcnv2"]',
+        'training.knowledge=["collective"]',
+        "training.epochs=2",
+        "training.num_processes=2",
+        "training.batch_size=128",
+    )
+    (record,) = train(spark, config)
+    assert record["processes"] == 2
+    first, second = record["replica_checksums"]
+    assert first == second
+    assert record["epochs_trained"] == 2
+
+
+def test_petastorm_feeds_every_row_once_per_epoch_across_two_ranks(spark, tmp_path):
+    from petastorm.spark import SparkDatasetConverter, make_spark_converter
+
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, (tmp_path / "cache").as_uri())
+    rows = 2_000
+    frame = spark.range(rows).select(
+        F.col("id").cast("int").alias("user_id"),
+        *[F.lit(1).alias(name) for name in CTR_FIELDS if name != "user_id"],
+        *[F.lit(0).alias(f"hist{i}") for i in range(5)],
+        F.lit(1.0).cast("float").alias("label"),
+    )
+    converter = make_spark_converter(frame.repartition(4))
+    batches = PetastormBatches(converter, batch_size=128, task="ctr", width=5, seed=1)
+    try:
+        for epoch in range(2):
+            seen: list[int] = []
+            for rank in range(2):
+                with batches(epoch, rank, 2) as loader:
+                    shard = [int(u) for batch in loader for u in batch["user_id"]]
+                assert shard, f"rank {rank} got no rows"
+                seen += shard
+            assert len(seen) == rows and set(seen) == set(range(rows))
+    finally:
+        converter.delete()
+
+
+def _train_cli(lake: Path, output: Path, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    args = [
+        sys.executable,
+        "-m",
+        "reki_spark.cli",
+        "train",
+        "--set",
+        f"lake={lake}",
+        "--set",
+        f"output={output}",
+        "--set",
+        'training.models=["din"]',
+        "--set",
+        'training.knowledge=["none"]',
+        "--set",
+        "training.epochs=3",
+        "--set",
+        "training.patience=10",
+        "--set",
+        "training.batch_size=64",
+        *extra,
+    ]
+    return subprocess.run(
+        args, capture_output=True, text=True, timeout=600, cwd=REPO, env={**os.environ, **(env or {})}
+    )
+
+
+def test_killed_training_resumes_to_the_same_step_count(trained_lake, tmp_path):
+    uninterrupted = _train_cli(trained_lake, tmp_path / "full")
+    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
+    full_steps = json.loads((tmp_path / "full" / "metrics.json").read_text())[0]["steps"]
+    per_epoch = full_steps // 3
+    crashed = _train_cli(trained_lake, tmp_path / "resumed", env={CRASH_AFTER_STEPS_ENV: str(per_epoch + 2)})
+    assert crashed.returncode == 3  # died in the middle of the second epoch
+    assert (tmp_path / "resumed" / "checkpoints").exists()
+    resumed = _train_cli(trained_lake, tmp_path / "resumed")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming after epoch 1" in resumed.stdout
+    assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())[0]["steps"] == full_steps

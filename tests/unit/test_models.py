@@ -1,0 +1,87 @@
+"""Models alone (plain PyTorch): HEIN's shapes and gates, the knowledge lookup, every backbone with
+and without knowledge."""
+
+import numpy as np
+import pytest
+import torch
+
+from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, Hein, KnowledgeTables, SeqSchema
+from reki_spark.training.data import CTR_FIELDS
+
+D = 16
+
+
+def _knowledge(items: int = 10, users: int = 8, views: int = 2) -> KnowledgeTables:
+    rng = np.random.default_rng(0)
+    item_vectors = np.vstack([np.zeros((1, D)), rng.normal(size=(3, D))]).astype(np.float32)
+    user_vectors = np.vstack([np.zeros((1, D)), rng.normal(size=(4, D))]).astype(np.float32)
+    item_rows = rng.integers(1, 4, size=items)
+    item_rows[0] = 0
+    user_rows = rng.integers(1, 5, size=(users, views))
+    user_rows[0] = 0
+    return KnowledgeTables(item_vectors, item_rows, user_vectors, user_rows)
+
+
+def test_hein_shapes_and_gate_weights():
+    hein = Hein(D, shared=2, dedicated=3)
+    users, items = torch.randn(5, D), torch.randn(5, D)
+    assert hein(users, items).shape == (5, 64)
+    user_vector, user_weights = hein.user(users)
+    item_vector, item_weights = hein.item(items)
+    assert user_vector.shape == item_vector.shape == (5, 32)
+    assert user_weights.shape == item_weights.shape == (5, 2 + 3)
+    assert torch.allclose(user_weights.sum(-1), torch.ones(5))
+    assert torch.allclose(item_weights.sum(-1), torch.ones(5))
+    assert len(hein.shared) == 2 and len(hein.user_experts) == len(hein.item_experts) == 3
+    first = hein.shared[0]
+    assert [m.out_features for m in first if isinstance(m, torch.nn.Linear)] == [128, 32]
+
+
+def test_knowledge_lookup_is_frozen_and_averages_user_views():
+    tables = _knowledge()
+    assert not any(p.requires_grad for p in tables.parameters())
+    assert torch.count_nonzero(tables.items(torch.tensor([0]))) == 0
+    user = torch.tensor([3])
+    rows = tables.user_rows[3]
+    expected = (tables.user_vectors[rows[0]] + tables.user_vectors[rows[1]]) / 2
+    assert torch.allclose(tables.users(user)[0], expected)
+    tables.user_rows[3, 1] = 0  # a missing view is left out of the mean, not averaged as zeros
+    assert torch.allclose(tables.users(user)[0], tables.user_vectors[rows[0]])
+
+
+def _ctr_batch(n: int = 6, history: int = 5) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    batch = {name: torch.randint(0, 8, (n,), generator=generator) for name in CTR_FIELDS}
+    batch["history"] = torch.randint(0, 10, (n, history), generator=generator)
+    batch["label"] = torch.randint(0, 2, (n,), generator=generator).float()
+    return batch
+
+
+@pytest.mark.parametrize("name", sorted(CTR_MODELS))
+@pytest.mark.parametrize("with_knowledge", [False, True])
+def test_ctr_backbones_train_a_step(name, with_knowledge):
+    torch.manual_seed(0)
+    schema = CtrSchema(fields={field: 10 for field in CTR_FIELDS})
+    model = CTR_MODELS[name](schema, embedding_dim=32, knowledge=_knowledge() if with_knowledge else None)
+    batch = _ctr_batch()
+    logits = model(batch)
+    assert logits.shape == (6,)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["label"])
+    loss.backward()
+    hein_grads = [p.grad for n, p in model.named_parameters() if n.startswith("adapter.hein")]
+    assert bool(hein_grads) == with_knowledge
+    assert all(g is not None and torch.isfinite(g).all() for g in hein_grads)
+
+
+@pytest.mark.parametrize("name", sorted(SEQUENTIAL_MODELS))
+@pytest.mark.parametrize("with_knowledge", [False, True])
+def test_sequential_backbones_score_every_item(name, with_knowledge):
+    torch.manual_seed(0)
+    schema = SeqSchema(items=10, users=8, max_length=6)
+    model = SEQUENTIAL_MODELS[name](schema, hidden=16, knowledge=_knowledge(views=2) if with_knowledge else None)
+    sequence = torch.tensor([[0, 0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 9]])
+    loss = model.loss({"sequence": sequence, "user": torch.tensor([1, 2])})
+    loss.backward()
+    assert torch.isfinite(loss)
+    model.eval()
+    assert model.scores(sequence[:, 1:], torch.tensor([1, 2])).shape == (2, 10)
