@@ -38,9 +38,11 @@ def ranking_metrics(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
 
 
 def sampled_candidates(targets: torch.Tensor, excluded: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """(batch, 1 + 99) candidate item indices, the target first, negatives drawn from items the
-    user never interacted with (`excluded` marks history and padding)."""
+    """(batch, 1 + 99) candidate item indices, the target first, negatives drawn without
+    replacement from items the user never interacted with (`excluded` marks history, padding)."""
     weights = (~excluded).float()
     weights[torch.arange(len(targets)), targets] = 0.0
-    negatives = torch.multinomial(weights, SAMPLED_NEGATIVES, replacement=False, generator=generator)
+    # A catalogue smaller than 100 items (test fixtures) gives every row what all rows have.
+    count = min(SAMPLED_NEGATIVES, int(weights.sum(1).min().item()))
+    negatives = torch.multinomial(weights, count, replacement=False, generator=generator)
     return torch.cat([targets.unsqueeze(1), negatives], dim=1)

@@ -113,7 +113,6 @@ def sequence_view(lake: Lake, vocab: DataFrame, max_length: int) -> DataFrame:
     encoded = _item_indices(encoded, vocab, "user_id", "item_ids", "prefix")
     with_valid = F.concat("prefix", F.array(F.col("valid_target").cast("int")))
     return encoded.select(
-        "user_id",
         F.col("user").cast("int").alias("user"),
         *_padded_columns(F.col("prefix"), max_length + 1, "seq"),
         *_padded_columns(F.col("prefix"), max_length, "valid_in"),

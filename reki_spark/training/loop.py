@@ -152,7 +152,19 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
         "epochs_trained": state["epoch"],
         "steps": state["steps"],
         "train_seconds": round(time.perf_counter() - started, 2),
+        "processes": world,
+        "replica_checksums": checksums,
     }
+
+
+def _replica_checksums(model: nn.Module, world: int) -> list[float]:
+    """Every rank's parameter checksum: equal values show that the DDP replicas stayed in sync."""
+    local = torch.tensor([sum(float(p.detach().double().sum()) for p in model.parameters())], dtype=torch.float64)
+    if world == 1:
+        return [local.item()]
+    gathered = [torch.zeros_like(local) for _ in range(world)]
+    dist.all_gather(gathered, local)
+    return [t.item() for t in gathered]
 
 
 def _step_loss(trained: nn.Module, job: TrainJob, batch: dict[str, torch.Tensor]) -> torch.Tensor:
