@@ -112,26 +112,17 @@ def _user_inputs(lake: Lake, items: DataFrame, users: DataFrame, max_history: in
     )
 
 
-def _representatives(lake: Lake, entity_type: str) -> DataFrame:
-    clusters = lake.read(CLUSTERS).where(F.col("entity_type") == entity_type)
+def _item_representatives(lake: Lake) -> DataFrame:
+    clusters = lake.read(CLUSTERS).where(F.col("entity_type") == "item")
     return clusters.select("cluster_id", "view", F.posexplode("representatives").alias("rank", "member_id"))
 
 
 def _item_cluster_inputs(lake: Lake, items: DataFrame) -> DataFrame:
-    members = _representatives(lake, "item").join(
+    members = _item_representatives(lake).join(
         items.select(F.col("item_id").alias("member_id"), "title", F.lit(None).cast("double").alias("rating")),
         "member_id",
     )
-    titles = _ordered_titles(members, ["cluster_id", "view"], "rank", 10_000)
-    return titles.select(
-        *_columns(
-            kind=F.lit("item_cluster"),
-            entity_type=F.lit("item"),
-            entity_id=F.col("cluster_id"),
-            view=F.col("view"),
-            titles=F.col("titles"),
-        )
-    )
+    return _cluster_inputs(_ordered_titles(members, ["cluster_id", "view"], "rank", 10_000), "item")
 
 
 def _user_cluster_inputs(lake: Lake, items: DataFrame, config: RekiConfig) -> DataFrame:
@@ -155,11 +146,15 @@ def _user_cluster_inputs(lake: Lake, items: DataFrame, config: RekiConfig) -> Da
         .join(items.select("item_id", "title"), "item_id")
         .withColumn("rating", F.lit(None).cast("double"))
     )
-    titles = _ordered_titles(ranked, ["cluster_id", "view"], "rank", config.clustering.representatives)
+    limit = config.clustering.representatives
+    return _cluster_inputs(_ordered_titles(ranked, ["cluster_id", "view"], "rank", limit), "user")
+
+
+def _cluster_inputs(titles: DataFrame, entity_type: str) -> DataFrame:
     return titles.select(
         *_columns(
-            kind=F.lit("user_cluster"),
-            entity_type=F.lit("user"),
+            kind=F.lit(f"{entity_type}_cluster"),
+            entity_type=F.lit(entity_type),
             entity_id=F.col("cluster_id"),
             view=F.col("view"),
             titles=F.col("titles"),

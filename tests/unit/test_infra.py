@@ -1,0 +1,50 @@
+"""The cluster manifests: the Ray launcher YAML against the schema that ships inside ray, the
+Kubernetes manifests' kinds and API versions, and the Spark defaults' Delta settings."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import ray
+import yaml
+
+from reki_spark.session import DELTA_SETTINGS
+from tests.paths import REPO
+
+INFRA = REPO / "infra"
+
+
+def test_ray_cluster_yaml_matches_the_schema_shipped_with_ray():
+    schema = json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+    config = yaml.safe_load((INFRA / "ray" / "cluster.yaml").read_text())
+    jsonschema.validate(config, schema)
+    assert config["head_node_type"] in config["available_node_types"]
+
+
+def test_kubernetes_manifests_have_the_right_kinds_and_versions():
+    spark_app = yaml.safe_load((INFRA / "k8s" / "spark-application.yaml").read_text())
+    assert (spark_app["apiVersion"], spark_app["kind"]) == ("sparkoperator.k8s.io/v1beta2", "SparkApplication")
+    assert spark_app["spec"]["mainApplicationFile"].endswith("jobs/features.py")
+    assert (REPO / "jobs" / "features.py").exists()
+    ray_job = yaml.safe_load((INFRA / "k8s" / "ray-job.yaml").read_text())
+    assert (ray_job["apiVersion"], ray_job["kind"]) == ("ray.io/v1", "RayJob")
+    assert "jobs/extract.py" in ray_job["spec"]["entrypoint"]
+    assert ray_job["spec"]["rayClusterSpec"]["rayVersion"] == ray.__version__
+
+
+def test_spark_defaults_carry_the_delta_settings():
+    settings = dict(
+        line.split(None, 1)
+        for line in (INFRA / "spark" / "spark-defaults.conf").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    for key, value in DELTA_SETTINGS.items():
+        assert settings[key].strip() == value
+    assert "delta-spark_2.12:3.3.3" in settings["spark.jars.packages"]
+
+
+def test_dockerfiles_install_the_pinned_stack_and_the_delta_jars():
+    for name in ("Dockerfile.spark", "Dockerfile.ray-cpu", "Dockerfile.ray-gpu"):
+        text = (INFRA / "docker" / name).read_text()
+        assert "--constraint requirements/constraints.txt" in text
+        assert "reki_spark.jars --version 3.3.3" in text
