@@ -15,10 +15,13 @@ from reki_spark.config import ConfigError, RekiConfig, load_config
 from reki_spark.data.download import PUBLIC_URLS, amazon_urls, download
 from reki_spark.data.ingest import ingest
 from reki_spark.evaluation.report import write_report
+from reki_spark.export import export
 from reki_spark.features import build_features
 from reki_spark.knowledge.clustering import cluster_entities
 from reki_spark.knowledge.prompts import build_prompts
+from reki_spark.knowledge.refresh import refresh_clusters
 from reki_spark.lake import Lake, format_tables
+from reki_spark.ledger import ledger_entry
 from reki_spark.session import get_spark
 from reki_spark.training.train import evaluate_runs, train
 
@@ -50,7 +53,9 @@ RAY_STAGES: dict[str, RayStageFunction] = {"extract": _extract, "encode": _encod
 # After the knowledge stages: train every configured model, then write the report.
 TRAINING_STAGES: dict[str, StageFunction] = {"train": train, "report": write_report}
 PIPELINE = [*SPARK_STAGES, *RAY_STAGES, *TRAINING_STAGES]
-ALL_STAGES: dict[str, Any] = {**SPARK_STAGES, **TRAINING_STAGES, "evaluate": evaluate_runs}
+# Run on their own, not by `reki run`.
+EXTRA_STAGES: dict[str, StageFunction] = {"evaluate": evaluate_runs, "export": export}
+ALL_STAGES: dict[str, Any] = {**SPARK_STAGES, **TRAINING_STAGES, **EXTRA_STAGES}
 
 
 def _print_tables(spark: SparkSession, config: RekiConfig, as_json: bool) -> None:
@@ -70,6 +75,28 @@ def cmd_run(config: RekiConfig, args: argparse.Namespace) -> None:
         run_stage(name, config, spark)
     print(f"== tables under {config.lake}")
     _print_tables(spark, config, as_json=False)
+
+
+def cmd_refresh(config: RekiConfig, args: argparse.Namespace) -> None:
+    """New data in, nearest-cluster assignment, re-asking only the clusters that changed."""
+    spark = get_spark(config)
+    with ledger_entry(Lake(spark, config.lake), "refresh") as record:
+        plan = refresh_clusters(spark, config)
+        extraction = _extract(config)
+        _encode(config)
+        record.llm_calls = extraction.llm_calls
+        record.prompt_tokens, record.completion_tokens = extraction.prompt_tokens, extraction.completion_tokens
+        record.details = {
+            **plan.as_dict(),
+            "prompts_asked": extraction.answered,
+            "calls_saved_vs_collective_rerun": plan.clusters - extraction.answered,
+            "calls_saved_vs_individual_for_new_entities": plan.new_users + plan.new_items - extraction.answered,
+        }
+    print(
+        f"refresh: {plan.new_interactions} new interactions, {plan.new_users} new users, {plan.new_items} new "
+        f"items; {len(plan.changed_clusters)} of {plan.clusters} clusters changed; "
+        f"{extraction.answered} prompts asked ({extraction.llm_calls} LLM calls)"
+    )
 
 
 def cmd_tables(config: RekiConfig, args: argparse.Namespace) -> None:
@@ -107,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one config key, e.g. --set lake=/tmp/lake (repeatable)",
     )
-    for name in [*PIPELINE, "evaluate"]:
+    for name in [*PIPELINE, *EXTRA_STAGES]:
         sub = commands.add_parser(name, parents=[common], help=f"run the {name} stage")
         sub.set_defaults(handler=_stage_command(name))
     commands.add_parser("run", parents=[common], help="run every stage in order, locally").set_defaults(handler=cmd_run)

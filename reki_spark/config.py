@@ -194,6 +194,19 @@ class TrainingConfig(_Strict):
     hein: HeinConfig = HeinConfig()
 
 
+class RefreshConfig(_Strict):
+    # A cluster is asked again when more than this share of its members joined or left.
+    max_membership_change: float = Field(0.2, ge=0, le=10)
+
+
+class ExportConfig(_Strict):
+    # Which trained run `reki export` serves; unset: the first CTR model of training.models,
+    # knowledge.mode, and the first seed.
+    model: str | None = None
+    knowledge: Literal["none", "individual", "collective"] | None = None
+    seed: int | None = None
+
+
 class RayConfig(_Strict):
     # None starts a local Ray; "auto" joins the cluster a `ray job submit` runs in.
     address: str | None = None
@@ -213,6 +226,8 @@ class RekiConfig(_Strict):
     llm: LlmConfig = LlmConfig()
     ray: RayConfig = RayConfig()
     training: TrainingConfig = TrainingConfig()
+    export: ExportConfig = ExportConfig()
+    refresh: RefreshConfig = RefreshConfig()
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RekiConfig:

@@ -45,6 +45,7 @@ PROMPTS = "prompts"
 KNOWLEDGE = "knowledge"
 KNOWLEDGE_VECTORS = "knowledge_vectors"
 VOCAB = "vocab"
+SERVING_VECTORS = "serving_vectors"
 
 SCHEMAS: dict[str, T.StructType] = {
     USERS: _schema(
@@ -213,6 +214,13 @@ SCHEMAS: dict[str, T.StructType] = {
         ("value", STR, False),
         ("index", INT, False),
     ),
+    # HEIN's 32-d output per entity, precomputed for an online feature store (`reki export`).
+    SERVING_VECTORS: _schema(
+        ("entity_type", STR, False),
+        ("entity_id", STR, False),
+        ("vector", FLOAT_ARRAY, False),
+        ("model", STR, False),
+    ),
 }
 
 
@@ -270,6 +278,13 @@ class Lake:
                 f"Delta table {table!r} not found under {self.root}: run the stage that writes it first"
             )
         return self.spark.read.format("delta").load(self.path(table))
+
+    def version(self, table: str) -> int:
+        return int(DeltaTable.forPath(self.spark, self.path(table)).history(1).collect()[0]["version"])
+
+    def read_at(self, table: str, version: int) -> DataFrame:
+        """The table as it was at `version` (Delta time travel)."""
+        return self.spark.read.format("delta").option("versionAsOf", version).load(self.path(table))
 
     def overwrite(self, df: DataFrame, table: str) -> None:
         """Replace the table's contents: the same inputs give the same rows, in a new version."""

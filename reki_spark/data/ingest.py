@@ -21,6 +21,7 @@ from reki_spark.lake import INTERACTIONS, ITEMS, QUARANTINE, USERS, Lake
 from reki_spark.ledger import ledger_entry
 
 CLEAN, QUARANTINED, DUPLICATE = "clean", "quarantined", "duplicate"
+ENTITY_KEYS = {USERS: ["user_id"], ITEMS: ["item_id"], INTERACTIONS: ["user_id", "item_id", "ts"]}
 # Timestamps are seconds since the epoch; later than 2100-01-01 means a unit or parsing error.
 MAX_TIMESTAMP = 4_102_444_800
 
@@ -56,15 +57,24 @@ def load_bronze(spark: SparkSession, dataset: DatasetConfig, seed: int) -> Bronz
     return load_amazon_2018(spark, dataset.path, dataset.category)
 
 
-def ingest(spark: SparkSession, config: RekiConfig) -> dict[str, TableCounts]:
-    """Read the configured dataset and (re)write `users`, `items`, `interactions`, `quarantine`."""
+def ingest(spark: SparkSession, config: RekiConfig, merge: bool = False) -> dict[str, TableCounts]:
+    """Read the configured dataset and (re)write `users`, `items`, `interactions`, `quarantine`.
+    With `merge`, clean rows are merged by key instead (incremental refresh: only new keys are
+    added, and the tables' history shows a MERGE)."""
     lake = Lake(spark, config.lake)
-    with ledger_entry(lake, "ingest") as record:
+
+    def write(frame: DataFrame, table: str) -> None:
+        if merge:
+            lake.merge(frame, table, ENTITY_KEYS[table])
+        else:
+            lake.overwrite(frame, table)
+
+    with ledger_entry(lake, "refresh-ingest" if merge else "ingest") as record:
         bronze = load_bronze(spark, config.dataset, config.seed)
-        items = _classify(_typed_items(bronze.items), ["item_id"])
-        users = _classify(_typed_users(bronze.users), ["user_id"]) if bronze.users is not None else None
+        items = _classify(_typed_items(bronze.items), ENTITY_KEYS[ITEMS])
+        users = _classify(_typed_users(bronze.users), ENTITY_KEYS[USERS]) if bronze.users is not None else None
         interactions = _classify(
-            _typed_interactions(bronze.interactions, config.dataset, items, users), ["user_id", "item_id", "ts"]
+            _typed_interactions(bronze.interactions, config.dataset, items, users), ENTITY_KEYS[INTERACTIONS]
         )
         classified = {ITEMS: items, INTERACTIONS: interactions}
         sources = {ITEMS: bronze.items, INTERACTIONS: bronze.interactions}
@@ -73,9 +83,9 @@ def ingest(spark: SparkSession, config: RekiConfig) -> dict[str, TableCounts]:
         counts = {table: _counts(table, sources[table], frame) for table, frame in classified.items()}
 
         for table, frame in classified.items():
-            lake.overwrite(frame.where(F.col("_status") == CLEAN), table)
+            write(frame.where(F.col("_status") == CLEAN), table)
         if users is None:
-            lake.overwrite(_users_from_interactions(lake.read(INTERACTIONS)), USERS)
+            write(_users_from_interactions(lake.read(INTERACTIONS)), USERS)
         lake.overwrite(_quarantine_rows(classified), QUARANTINE)
         for frame in classified.values():
             frame.unpersist()

@@ -46,18 +46,22 @@ def cluster_entities(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
     lake = Lake(spark, config.lake)
     with ledger_entry(lake, "cluster") as record:
         items = lake.read(ITEMS)
-        lake.overwrite(_item_embeddings(items, config.encoder), ITEM_EMBEDDINGS)
+        lake.overwrite(item_embeddings(items, config.encoder), ITEM_EMBEDDINGS)
         embeddings = lake.read(ITEM_EMBEDDINGS)
         item_points = embeddings.select(
             F.col("item_id").alias("entity_id"), F.lit(ITEM_VIEW).alias("view"), "vector", F.lit(False).alias("imputed")
         )
-        user_points, views = _user_points(lake, embeddings, config.features.label_threshold)
-        user_points = user_points.persist()
+        users_view_points, views = user_points(lake, embeddings, config.features.label_threshold)
+        users_view_points = users_view_points.persist()
         clustering, seed = config.clustering, config.seed
         assigned = [_assign(item_points, "item", clustering.item_cluster_size, clustering, seed)]
         assigned += [
             _assign(
-                user_points.where(F.col("view") == view), f"user:{view}", clustering.user_cluster_size, clustering, seed
+                users_view_points.where(F.col("view") == view),
+                f"user:{view}",
+                clustering.user_cluster_size,
+                clustering,
+                seed,
             )
             for view in views
         ]
@@ -66,9 +70,9 @@ def cluster_entities(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
         lake.overwrite(
             users_assigned.select(F.col("entity_id").alias("user_id"), "view", "cluster_id", "imputed"), USER_CLUSTERS
         )
-        lake.overwrite(_describe(union_all(assigned), clustering.representatives), CLUSTERS)
+        lake.overwrite(describe_clusters(union_all(assigned), clustering.representatives), CLUSTERS)
         counts = {row["view"]: row["count"] for row in lake.read(CLUSTERS).groupBy("view").count().collect()}
-        user_points.unpersist()
+        users_view_points.unpersist()
         record.rows_in = items.count() + lake.read(USERS).count()
         record.rows_out = sum(counts.values())
         record.details = {"clusters_per_view": counts, "user_views": views}
@@ -76,7 +80,7 @@ def cluster_entities(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
     return counts
 
 
-def _item_embeddings(items: DataFrame, encoder: EncoderConfig) -> DataFrame:
+def item_embeddings(items: DataFrame, encoder: EncoderConfig) -> DataFrame:
     texts = items.select("item_id", item_text(F.col("title"), F.col("brand"), F.col("categories")).alias("text"))
 
     def encode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -88,7 +92,7 @@ def _item_embeddings(items: DataFrame, encoder: EncoderConfig) -> DataFrame:
     return texts.mapInPandas(encode, "item_id string, text string, vector array<float>, encoder_id string")
 
 
-def _user_points(lake: Lake, embeddings: DataFrame, label_threshold: float) -> tuple[DataFrame, list[str]]:
+def user_points(lake: Lake, embeddings: DataFrame, label_threshold: float) -> tuple[DataFrame, list[str]]:
     """One row per (user, view): the mean vector of the view's window items, or the view's mean
     over all users where the user has none (`imputed`), so every user lands in a cluster."""
     window = lake.read(PROMPT_WINDOWS).join(embeddings.select("item_id", "vector"), "item_id")
@@ -160,7 +164,7 @@ def _two_level(points: DataFrame, k: int, target_size: int, clustering: Clusteri
     return coarse.join(labels, "entity_id")
 
 
-def _describe(assigned: DataFrame, representatives: int) -> DataFrame:
+def describe_clusters(assigned: DataFrame, representatives: int) -> DataFrame:
     """Per cluster: size, centroid (the members' mean) and the members nearest to it."""
     centroids = assigned.groupBy("cluster_id", "view").agg(
         F.count("*").alias("size"), Summarizer.mean(F.col("features")).alias("centroid_vector")

@@ -35,7 +35,9 @@ _INPUT_COLUMNS = [
 ]
 
 
-def build_prompts(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
+def build_prompts(spark: SparkSession, config: RekiConfig, only_clusters: list[str] | None = None) -> dict[str, int]:
+    """All prompts of `knowledge.mode`; with `only_clusters` (incremental refresh), only those
+    clusters' prompts are rebuilt and every other row of `prompts` is kept as it is."""
     lake = Lake(spark, config.lake)
     knowledge = config.knowledge
     style = tpl.PromptStyle.for_domain(
@@ -47,7 +49,12 @@ def build_prompts(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
             inputs = union_all([_item_inputs(items), _user_inputs(lake, items, users, knowledge.max_history_items)])
         else:
             inputs = union_all([_item_cluster_inputs(lake, items), _user_cluster_inputs(lake, items, config)])
-        lake.overwrite(_render(inputs, style, knowledge.mode), PROMPTS)
+        if only_clusters is None:
+            lake.overwrite(_render(inputs, style, knowledge.mode), PROMPTS)
+        else:
+            rebuilt = _render(inputs.where(F.col("entity_id").isin(only_clusters)), style, knowledge.mode)
+            kept = lake.read(PROMPTS).where(~F.col("entity_id").isin(only_clusters))
+            lake.overwrite(kept.unionByName(rebuilt).localCheckpoint(), PROMPTS)
         made = lake.read(PROMPTS).count()
         individual = items.count() + users.count()
         collective = lake.read(CLUSTERS).count() if lake.exists(CLUSTERS) else None

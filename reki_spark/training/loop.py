@@ -36,9 +36,9 @@ CRASH_AFTER_STEPS_ENV = "REKI_FAULT_CRASH_AFTER_STEPS"
 LoaderFactory = Callable[[int, int, int], contextlib.AbstractContextManager[Iterable[dict[str, torch.Tensor]]]]
 
 
-@dataclass
-class TrainJob:
-    """Everything one training run needs; pickled to every rank."""
+@dataclass(kw_only=True)
+class ModelSpec:
+    """What identifies a trained model and rebuilds it from its checkpoint."""
 
     task: str  # ctr | sequential
     model: str
@@ -46,35 +46,43 @@ class TrainJob:
     seed: int
     schema: CtrSchema | SeqSchema
     knowledge_arrays: KnowledgeArrays | None
-    open_loader: LoaderFactory  # (epoch, rank, world) -> context manager yielding batches
-    train_rows: int
-    valid: pd.DataFrame
-    test: pd.DataFrame
     checkpoint_dir: str
-    epochs: int = 20
-    patience: int = 3
-    batch_size: int = 1024
-    eval_batch_size: int = 4096
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
     embedding_dim: int = 32
     sequence_hidden: int = 64
     hein: HeinSettings = field(default_factory=HeinSettings)
-    seen: pd.DataFrame | None = None  # sequential: items seen before the valid / test targets
 
     @property
     def name(self) -> str:
         return f"{self.task}-{self.model}-{self.knowledge}-seed{self.seed}"
 
 
-def build_model(job: TrainJob) -> nn.Module:
+@dataclass(kw_only=True)
+class TrainJob(ModelSpec):
+    """Everything one training run needs; pickled to every rank."""
+
+    open_loader: LoaderFactory  # (epoch, rank, world) -> context manager yielding batches
+    train_rows: int
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    epochs: int = 20
+    patience: int = 3
+    batch_size: int = 1024
+    eval_batch_size: int = 4096
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    seen: pd.DataFrame | None = None  # sequential: items seen before the valid / test targets
+
+
+def build_model(spec: ModelSpec) -> nn.Module:
     knowledge = None
-    if job.knowledge_arrays is not None:
-        arrays = job.knowledge_arrays
+    if spec.knowledge_arrays is not None:
+        arrays = spec.knowledge_arrays
         knowledge = KnowledgeTables(arrays.item_vectors, arrays.item_rows, arrays.user_vectors, arrays.user_rows)
-    if job.task == "ctr":
-        return CTR_MODELS[job.model](job.schema, embedding_dim=job.embedding_dim, knowledge=knowledge, hein=job.hein)
-    return SEQUENTIAL_MODELS[job.model](job.schema, hidden=job.sequence_hidden, knowledge=knowledge, hein=job.hein)
+    if spec.task == "ctr":
+        return CTR_MODELS[spec.model](
+            spec.schema, embedding_dim=spec.embedding_dim, knowledge=knowledge, hein=spec.hein
+        )
+    return SEQUENTIAL_MODELS[spec.model](spec.schema, hidden=spec.sequence_hidden, knowledge=knowledge, hein=spec.hein)
 
 
 def _distributed() -> tuple[int, int]:
@@ -205,8 +213,8 @@ def _end_of_epoch(job: TrainJob, model: nn.Module, state: dict[str, Any], rank: 
     return state["bad_epochs"] >= job.patience
 
 
-def _checkpoint_path(job: TrainJob) -> Path:
-    return Path(job.checkpoint_dir) / job.name / "last.pt"
+def _checkpoint_path(spec: ModelSpec) -> Path:
+    return Path(spec.checkpoint_dir) / spec.name / "last.pt"
 
 
 def _resume(job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
@@ -248,10 +256,13 @@ def _save(
     partial.replace(path)  # atomic: a crash never leaves a half-written checkpoint
 
 
-def best_model(job: TrainJob) -> nn.Module:
+def best_model(spec: ModelSpec) -> nn.Module:
     """The best epoch's model of a finished run, from its checkpoint."""
-    saved = torch.load(_checkpoint_path(job), map_location="cpu", weights_only=False)
-    model = build_model(job)
+    path = _checkpoint_path(spec)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint for {spec.name} under {spec.checkpoint_dir}: run `reki train` first")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    model = build_model(spec)
     model.load_state_dict(saved["state"]["best_state"])
     return model
 

@@ -17,7 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from reki_spark.config import RekiConfig
-from reki_spark.lake import Lake
+from reki_spark.lake import VOCAB, Lake
 from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS, CtrSchema, HeinSettings, SeqSchema
 from reki_spark.training.data import (
@@ -29,7 +29,7 @@ from reki_spark.training.data import (
     sequence_view,
 )
 from reki_spark.training.feeding import PetastormBatches
-from reki_spark.training.loop import TrainJob, best_model, evaluate, train_worker
+from reki_spark.training.loop import ModelSpec, TrainJob, best_model, evaluate, train_worker
 
 METRICS_FILE = "metrics.json"
 
@@ -37,8 +37,11 @@ METRICS_FILE = "metrics.json"
 def train(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any]]:
     lake = Lake(spark, config.lake)
     with ledger_entry(lake, "train") as record:
-        results = [_run(spark, config, job) for job in _jobs(spark, config)]
-        path = write_metrics(config.output, results)
+        results: list[dict[str, Any]] = []
+        path = Path(config.output) / METRICS_FILE
+        for job in _jobs(spark, config):
+            results.append(_run(spark, config, job))
+            write_metrics(config.output, results[-1:])  # a later crash keeps the finished runs
         record.rows_out = len(results)
         record.details = {"runs": [f"{r['task']}/{r['model']}/{r['knowledge']}/{r['seed']}" for r in results]}
     print(f"metrics: {path}")
@@ -162,3 +165,26 @@ def write_metrics(output: str, results: list[dict[str, Any]]) -> Path:
         merged[key(result)] = {**merged.get(key(result), {}), **result}
     path.write_text(json.dumps(sorted(merged.values(), key=key), indent=2) + "\n")
     return path
+
+
+def model_spec(spark: SparkSession, config: RekiConfig, model: str, knowledge: str, seed: int) -> ModelSpec:
+    """Rebuilds a trained CTR run's spec (vocabulary, schema, knowledge) to load its checkpoint."""
+    if model not in CTR_MODELS:
+        raise ValueError(f"export supports the CTR backbones {sorted(CTR_MODELS)}, not {model}")
+    lake = Lake(spark, config.lake)
+    vocab = lake.read(VOCAB)
+    training = config.training
+    return ModelSpec(
+        task="ctr",
+        model=model,
+        knowledge=knowledge,
+        seed=seed,
+        schema=CtrSchema(fields=cardinalities(vocab), history_length=config.features.history_length),
+        knowledge_arrays=None
+        if knowledge == "none"
+        else knowledge_arrays(lake, vocab, knowledge, config.encoder.model),
+        checkpoint_dir=str(Path(config.output).resolve() / "checkpoints"),
+        embedding_dim=training.embedding_dim,
+        sequence_hidden=training.sequence_hidden,
+        hein=HeinSettings(training.hein.shared_experts, training.hein.dedicated_experts),
+    )

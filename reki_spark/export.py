@@ -1,0 +1,135 @@
+"""Serving export (`reki export`): one trained CTR run becomes (1) per-entity HEIN outputs, 32-d per
+user and per item, in the `serving_vectors` Delta table and a Parquet file for an online feature
+store, (2) a TorchScript module of backbone + precomputed knowledge whose scores are checked
+against the PyTorch model, (3) the entity feature codes the scoring API needs.
+
+Reads `vocab`, `users`, `items`, `samples`, knowledge tables and the run's checkpoint; writes
+`serving_vectors`, `<output>/serving/`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import torch
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from reki_spark.config import RekiConfig
+from reki_spark.lake import ITEMS, SERVING_VECTORS, USERS, VOCAB, Lake
+from reki_spark.ledger import ledger_entry
+from reki_spark.models import CTR_MODELS
+from reki_spark.models.serving import FIELD_ORDER, entity_outputs, export_torchscript
+from reki_spark.serving import FEATURES_FILE, ITEM_FIELDS, META_FILE, MODEL_FILE, USER_FIELDS
+from reki_spark.training.data import ctr_view
+from reki_spark.training.loop import ctr_batch
+from reki_spark.training.train import best_model, model_spec
+
+PARITY_TOLERANCE = 1e-5
+EXAMPLE_ROWS = 512
+
+
+def export(spark: SparkSession, config: RekiConfig) -> Path:
+    lake = Lake(spark, config.lake)
+    training, chosen = config.training, config.export
+    model_name = chosen.model or next((m for m in training.models if m in CTR_MODELS), None)
+    if model_name is None:
+        raise ValueError("nothing to export: training.models has no CTR backbone (set export.model)")
+    knowledge = chosen.knowledge or config.knowledge.mode
+    seed = chosen.seed if chosen.seed is not None else training.seeds[0]
+    folder = Path(config.output) / "serving"
+    folder.mkdir(parents=True, exist_ok=True)
+    with ledger_entry(lake, "export") as record:
+        spec = model_spec(spark, config, model_name, knowledge, seed)
+        model = best_model(spec).eval()
+        vocab = lake.read(VOCAB)
+        if knowledge != "none":
+            vectors = _serving_vectors(spark, model, vocab, spec.name)
+            lake.overwrite(vectors, SERVING_VECTORS)
+            lake.read(SERVING_VECTORS).toPandas().to_parquet(folder / "serving_vectors.parquet", index=False)
+        _entity_features(lake, vocab).to_parquet(folder / FEATURES_FILE, index=False)
+        example = ctr_view(lake, vocab, config.features.history_length).where(F.col("split") == "test")
+        batch = ctr_batch(example.limit(EXAMPLE_ROWS).toPandas(), config.features.history_length)
+        scripted = export_torchscript(model, batch)
+        scripted.save(str(folder / MODEL_FILE))
+        difference = _parity(model, torch.jit.load(str(folder / MODEL_FILE)), batch)
+        meta = {
+            "run": spec.name,
+            "model": model_name,
+            "knowledge": knowledge,
+            "seed": seed,
+            "history_length": config.features.history_length,
+            "fields": FIELD_ORDER,
+            "parity_max_abs_diff": difference,
+            "example_rows": len(batch["label"]),
+        }
+        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        record.rows_out = len(batch["label"])
+        record.details = meta
+    print(f"export: {folder.resolve()} ({spec.name}, max |TorchScript - PyTorch| = {difference:.2e})")
+    return folder
+
+
+def _parity(model: torch.nn.Module, scripted: torch.jit.ScriptModule, batch: dict[str, torch.Tensor]) -> float:
+    with torch.no_grad():
+        reference = torch.sigmoid(model(batch))
+        exported = scripted(*(batch[name] for name in FIELD_ORDER), batch["history"])
+    difference = float((reference - exported).abs().max())
+    if difference > PARITY_TOLERANCE:
+        raise RuntimeError(f"exported scores differ from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE})")
+    return difference
+
+
+def _serving_vectors(spark: SparkSession, model: torch.nn.Module, vocab: DataFrame, run: str) -> DataFrame:
+    fields = model.schema.fields
+    user_out, item_out = entity_outputs(model.adapter, fields["user_id"], fields["item_id"])
+    rows = []
+    for entity_type, table in (("user", user_out), ("item", item_out)):
+        codes = vocab.where(F.col("field") == f"{entity_type}_id").toPandas()
+        rows += [
+            (entity_type, value, [float(x) for x in table[index]], run)
+            for value, index in zip(codes["value"], codes["index"], strict=True)
+        ]
+    return spark.createDataFrame(rows, "entity_type string, entity_id string, vector array<float>, model string")
+
+
+def _codes(frame: DataFrame, vocab: DataFrame, columns: dict[str, F.Column]) -> DataFrame:
+    """Each named column's vocabulary code (0 where unknown)."""
+    for field, column in columns.items():
+        codes = vocab.where(F.col("field") == field).select(
+            F.col("value").alias(f"_{field}"), F.col("index").alias(field)
+        )
+        frame = frame.join(codes, column.cast("string") == F.col(f"_{field}"), "left").drop(f"_{field}")
+        frame = frame.withColumn(field, F.coalesce(F.col(field), F.lit(0)))
+    return frame
+
+
+def _entity_features(lake: Lake, vocab: DataFrame) -> pd.DataFrame:
+    users = lake.read(USERS)
+    users = _codes(
+        users.select("user_id", "gender", "age", "occupation").withColumnRenamed("user_id", "entity"),
+        vocab,
+        {
+            "user_id": F.col("entity"),
+            "user_gender": F.col("gender"),
+            "user_age": F.col("age"),
+            "user_occupation": F.col("occupation"),
+        },
+    )
+    items = lake.read(ITEMS).select(
+        F.col("item_id").alias("entity"), F.get("categories", 0).alias("category"), "brand", "year"
+    )
+    items = _codes(
+        items,
+        vocab,
+        {
+            "item_id": F.col("entity"),
+            "item_category": F.col("category"),
+            "item_brand": F.col("brand"),
+            "item_year": F.col("year"),
+        },
+    )
+    user_rows = users.select(F.lit("user").alias("entity_type"), F.col("entity").alias("entity_id"), *USER_FIELDS)
+    item_rows = items.select(F.lit("item").alias("entity_type"), F.col("entity").alias("entity_id"), *ITEM_FIELDS)
+    return pd.concat([user_rows.toPandas(), item_rows.toPandas()], ignore_index=True)

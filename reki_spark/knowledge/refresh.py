@@ -1,0 +1,148 @@
+"""Incremental refresh, Spark side (`reki refresh` runs this, then extraction and encoding).
+
+New interactions, users and items are merged in; features are rebuilt; the clusters are NOT refit:
+every user and item goes to its nearest existing centroid, so new entities reuse their cluster's
+knowledge with no LLM call. Only clusters whose membership changed by more than
+`refresh.max_membership_change` get a new prompt (and only if its text changed, since prompt ids
+hash the inputs); all other prompts, and so their answers, stay as they are."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from pyspark.ml.functions import array_to_vector
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from reki_spark.config import RekiConfig
+from reki_spark.data.ingest import ingest
+from reki_spark.features import build_features
+from reki_spark.frames import union_all
+from reki_spark.knowledge.clustering import ITEM_VIEW, describe_clusters, item_embeddings, user_points
+from reki_spark.knowledge.prompts import build_prompts
+from reki_spark.lake import CLUSTERS, ITEM_CLUSTERS, ITEM_EMBEDDINGS, ITEMS, USER_CLUSTERS, USERS, Lake
+
+
+@dataclass
+class RefreshPlan:
+    new_users: int
+    new_items: int
+    new_interactions: int
+    clusters: int
+    changed_clusters: list[str]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def refresh_clusters(spark: SparkSession, config: RekiConfig) -> RefreshPlan:
+    lake = Lake(spark, config.lake)
+    before = {table: lake.read(table).count() for table in (USERS, ITEMS, "interactions")}
+    old_versions = {table: lake.version(table) for table in (ITEM_CLUSTERS, USER_CLUSTERS)}
+    ingest(spark, config, merge=True)
+    build_features(spark, config)
+    after = {table: lake.read(table).count() for table in before}
+
+    _embed_new_items(lake, config)
+    embeddings = lake.read(ITEM_EMBEDDINGS)
+    centroids = lake.read(CLUSTERS).select("cluster_id", "view", "centroid")
+    item_points = embeddings.select(
+        F.col("item_id").alias("entity_id"), F.lit(ITEM_VIEW).alias("view"), "vector", F.lit(False).alias("imputed")
+    )
+    view_points, _ = user_points(lake, embeddings, config.features.label_threshold)
+    assigned = union_all([_nearest(item_points, centroids), _nearest(view_points, centroids)]).persist()
+    lake.overwrite(
+        assigned.where(F.col("view") == ITEM_VIEW).select(F.col("entity_id").alias("item_id"), "view", "cluster_id"),
+        ITEM_CLUSTERS,
+    )
+    lake.overwrite(
+        assigned.where(F.col("view") != ITEM_VIEW).select(
+            F.col("entity_id").alias("user_id"), "view", "cluster_id", "imputed"
+        ),
+        USER_CLUSTERS,
+    )
+
+    changed = _changed_clusters(lake, old_versions, config.refresh.max_membership_change)
+    if changed:
+        # Changed clusters get their members' new mean and representatives; the rest keep theirs.
+        members = assigned.where(F.col("cluster_id").isin(changed)).withColumn("features", array_to_vector("vector"))
+        described = describe_clusters(members, config.clustering.representatives)
+        kept = lake.read(CLUSTERS).where(~F.col("cluster_id").isin(changed))
+        lake.overwrite(kept.unionByName(described).localCheckpoint(), CLUSTERS)
+        build_prompts(spark, config, only_clusters=changed)
+    assigned.unpersist()
+    return RefreshPlan(
+        new_users=after[USERS] - before[USERS],
+        new_items=after[ITEMS] - before[ITEMS],
+        new_interactions=after["interactions"] - before["interactions"],
+        clusters=lake.read(CLUSTERS).count(),
+        changed_clusters=sorted(changed),
+    )
+
+
+def _embed_new_items(lake: Lake, config: RekiConfig) -> None:
+    known = lake.read(ITEM_EMBEDDINGS).select("item_id")
+    new_items = lake.read(ITEMS).join(known, "item_id", "left_anti")
+    if not new_items.isEmpty():
+        lake.merge(item_embeddings(new_items, config.encoder), ITEM_EMBEDDINGS, ["item_id"])
+
+
+def _nearest(points: DataFrame, centroids: DataFrame) -> DataFrame:
+    """Each point's nearest existing centroid of its own view."""
+    squared = F.zip_with("vector", "centroid", lambda a, b: (a - b) * (a - b))
+    distance = F.aggregate(squared, F.lit(0.0).cast("double"), lambda total, x: total + x)
+    best = Window.partitionBy("entity_id", "view").orderBy("distance", "cluster_id")
+    return (
+        points.join(F.broadcast(centroids), "view")
+        .withColumn("distance", distance)
+        .withColumn("rank", F.row_number().over(best))
+        .where(F.col("rank") == 1)
+        .select("entity_id", "view", "vector", "imputed", "cluster_id")
+    )
+
+
+def _entity_clusters(lake: Lake, versions: dict[str, int] | None = None) -> DataFrame:
+    """(entity_id, view, cluster_id) of items and users, now or at the given table versions."""
+
+    def read(table: str) -> DataFrame:
+        return lake.read_at(table, versions[table]) if versions else lake.read(table)
+
+    return union_all(
+        [
+            read(ITEM_CLUSTERS).select(F.col("item_id").alias("entity_id"), "view", "cluster_id"),
+            read(USER_CLUSTERS).select(F.col("user_id").alias("entity_id"), "view", "cluster_id"),
+        ]
+    )
+
+
+def _changed_clusters(lake: Lake, old_versions: dict[str, int], threshold: float) -> list[str]:
+    """Clusters whose members changed (joined or left) by more than `threshold` of their old size."""
+    old = _entity_clusters(lake, old_versions)
+    moves = (
+        old.withColumnRenamed("cluster_id", "old_cluster")
+        .join(
+            _entity_clusters(lake).withColumnRenamed("cluster_id", "new_cluster"), ["entity_id", "view"], "full_outer"
+        )
+        .where(
+            F.col("old_cluster").isNull()
+            | F.col("new_cluster").isNull()
+            | (F.col("old_cluster") != F.col("new_cluster"))
+        )
+    )
+    touched = (
+        union_all(
+            [
+                moves.where(F.col("old_cluster").isNotNull()).select(F.col("old_cluster").alias("cluster_id")),
+                moves.where(F.col("new_cluster").isNotNull()).select(F.col("new_cluster").alias("cluster_id")),
+            ]
+        )
+        .groupBy("cluster_id")
+        .count()
+    )
+    sizes = old.groupBy("cluster_id").agg(F.count("*").alias("old_size"))
+    fractions = touched.join(sizes, "cluster_id", "left").withColumn(
+        "fraction", F.col("count") / F.col("old_size").cast("double")
+    )
+    return sorted(
+        r["cluster_id"] for r in fractions.where(F.col("old_size").isNull() | (F.col("fraction") > threshold)).collect()
+    )
