@@ -16,6 +16,7 @@ def start_ray(settings: RayConfig) -> None:
         if settings.address is not None or "RAY_ADDRESS" in os.environ:
             ray.init(address=settings.address, logging_level="WARNING")
         else:
-            ray.init(num_cpus=settings.num_cpus, include_dashboard=False, logging_level="WARNING")
+            # "local" always starts a private Ray, never one left behind by `ray start` on this host.
+            ray.init(address="local", num_cpus=settings.num_cpus, include_dashboard=False, logging_level="WARNING")
     # The stages print their own progress (per prompt / per text) instead of Ray Data's bars.
     DataContext.get_current().enable_progress_bars = False

@@ -180,6 +180,8 @@ class TrainingConfig(_Strict):
     epochs: int = Field(20, ge=1)
     patience: int = Field(3, ge=1)
     batch_size: int = Field(1024, ge=1)
+    # Sequential models train on one sequence per user: far fewer rows, so smaller batches.
+    sequence_batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(4096, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)

@@ -129,6 +129,11 @@ class CtrModel(nn.Module):
         self.embeddings = nn.ModuleDict(
             {name: nn.Embedding(size, embedding_dim, padding_idx=0) for name, size in schema.fields.items()}
         )
+        # Small initial embeddings (as FuxiCTR does): an id never seen in training, such as a user
+        # of the held-out split, then stays close to neutral instead of injecting N(0, 1) noise.
+        for embedding in self.embeddings.values():
+            nn.init.normal_(embedding.weight, std=1e-4)
+            embedding.weight.data[0].zero_()
         self.adapter = KnowledgeAdapter(knowledge, hein)
 
     @property

@@ -89,7 +89,6 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
         "checkpoint_dir": str(output / "checkpoints"),
         "epochs": training.epochs,
         "patience": training.patience,
-        "batch_size": training.batch_size,
         "eval_batch_size": training.eval_batch_size,
         "learning_rate": training.learning_rate,
         "weight_decay": training.weight_decay,
@@ -107,7 +106,8 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
             for model in models:
                 for mode, knowledge in arrays.items():
                     for seed in training.seeds:
-                        loader = PetastormBatches(converter, training.batch_size, task, width, seed)
+                        batch_size = training.batch_size if task == "ctr" else training.sequence_batch_size
+                        loader = PetastormBatches(converter, batch_size, task, width, seed)
                         yield TrainJob(
                             task=task,
                             model=model,
@@ -117,6 +117,7 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
                             knowledge_arrays=knowledge,
                             open_loader=loader,
                             train_rows=len(converter),
+                            batch_size=batch_size,
                             valid=valid,
                             test=test,
                             seen=seen,
