@@ -138,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, parents=[common], help=f"run the {name} stage")
         sub.set_defaults(handler=_stage_command(name))
     commands.add_parser("run", parents=[common], help="run every stage in order, locally").set_defaults(handler=cmd_run)
+    refresh = commands.add_parser("refresh", parents=[common], help="ingest new data, re-ask only changed clusters")
+    refresh.set_defaults(handler=cmd_refresh)
     tables = commands.add_parser("tables", parents=[common], help="list the Delta tables under the lake")
     tables.add_argument("--json", action="store_true", help="print JSON instead of a table")
     tables.set_defaults(handler=cmd_tables)
