@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from delta.exceptions import DeltaConcurrentModificationException
+from delta import exceptions as delta_errors
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -317,7 +317,7 @@ class Lake:
                 target = DeltaTable.forPath(self.spark, self.path(table)).alias("t")
                 target.merge(rows.alias("s"), condition).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()
                 return
-            except (DeltaConcurrentModificationException, AnalysisException) as err:
+            except (*CONCURRENT_WRITE_ERRORS, AnalysisException) as err:
                 if attempt == attempts or not _is_concurrency_conflict(err):
                     raise
                 time.sleep(min(2.0, 0.05 * 2**attempt) * random.uniform(0.5, 1.5))
@@ -343,8 +343,21 @@ class Lake:
         return [self.info(name) for name in self.table_names()]
 
 
+# delta-spark's Python conflict exceptions are siblings, not subclasses of one another.
+CONCURRENT_WRITE_ERRORS = (
+    delta_errors.DeltaConcurrentModificationException,
+    delta_errors.ConcurrentWriteException,
+    delta_errors.MetadataChangedException,
+    delta_errors.ProtocolChangedException,
+    delta_errors.ConcurrentAppendException,
+    delta_errors.ConcurrentDeleteReadException,
+    delta_errors.ConcurrentDeleteDeleteException,
+    delta_errors.ConcurrentTransactionException,
+)
+
+
 def _is_concurrency_conflict(err: Exception) -> bool:
-    if isinstance(err, DeltaConcurrentModificationException):
+    if isinstance(err, CONCURRENT_WRITE_ERRORS):
         return True
     # Two first writers racing to create the same table surface as a metadata/protocol change.
     return any(word in str(err) for word in ("Concurrent", "concurrent", "already exists", "MetadataChanged"))
