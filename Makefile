@@ -47,5 +47,6 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Not part of `make test`: results go to bench/results/ (JSON, PNG, README.md table).
 bench: setup
 	$(BIN)/python -m bench.run_all

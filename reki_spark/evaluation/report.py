@@ -151,8 +151,8 @@ def write_report(spark: SparkSession, config: RekiConfig) -> Path:
     ]
     for stage, row in ledger_summary(Lake(spark, config.lake)).iterrows():
         lines.append(
-            f"| {stage} | {row['runs']} | {row['llm_calls']} | {row['prompt_tokens']} | "
-            f"{row['completion_tokens']} | {row['seconds']:.1f} |"
+            f"| {stage} | {int(row['runs'])} | {int(row['llm_calls'])} | {int(row['prompt_tokens'])} | "
+            f"{int(row['completion_tokens'])} | {row['seconds']:.1f} |"
         )
     report = output / "report.md"
     report.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,95 @@
+"""LLM stage overhead: completion tokens/s of `reki extract` (Ray Data, 2 llama.cpp actors x 1
+thread, commits to Delta) against raw `llama_cpp.Llama` (2 threads) generating the same prompts
+with the same settings in one process. Both include loading the model."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+from bench.common import Measure, save
+from ray_workers.backends.base import default_gguf
+from ray_workers.delta_io import RsLake
+from ray_workers.extract import extract
+from reki_spark.config import load_config
+from reki_spark.data.ingest import ingest
+from reki_spark.features import build_features
+from reki_spark.knowledge.clustering import cluster_entities
+from reki_spark.knowledge.prompts import build_prompts
+from reki_spark.lake import PROMPTS
+from reki_spark.session import get_spark
+
+WORK = Path("runs/bench-llm")
+SETTINGS = [
+    "dataset.sample.users=300",
+    "dataset.sample.items=240",
+    "dataset.sample.interactions=12000",
+    "clustering.item_cluster_size=40",
+    "clustering.user_cluster_size=100",
+    "llm.max_tokens=64",
+    "llm.min_chars=1",
+    "llm.max_attempts=1",
+    "llm.temperature=0",
+    "llm.actors=2",
+    "llm.threads_per_actor=1",
+    "llm.batch_size=1",
+    "llm.commit_rows=4",
+    "ray.num_cpus=2",
+]
+
+
+def _raw_tokens_per_s(prompts: list[tuple[str, str]]) -> float:
+    from llama_cpp import Llama
+
+    start = time.perf_counter()
+    llm = Llama(model_path=default_gguf(), n_ctx=2048, n_threads=2, n_threads_batch=2, seed=0, verbose=False)
+    tokens = 0
+    for system, prompt in prompts:
+        result = llm.create_chat_completion(
+            messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
+            max_tokens=64,
+            temperature=0.0,
+            seed=0,
+        )
+        tokens += result["usage"]["completion_tokens"]
+    return tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    shutil.rmtree(WORK, ignore_errors=True)
+    base = load_config("jobs/configs/sample.yaml", [*SETTINGS, f"lake={WORK / 'base'}"])
+    spark = get_spark(base)
+    for stage in (ingest, build_features, cluster_entities, build_prompts):
+        stage(spark, base)
+    table = RsLake(base.lake).read(PROMPTS, ["system", "prompt"])
+    prompts = list(zip(table["system"].to_pylist(), table["prompt"].to_pylist(), strict=True))
+    ratios, rates = [], []
+    for repetition in range(3):
+        lake = WORK / f"run{repetition}"
+        shutil.copytree(WORK / "base", lake)
+        config = load_config("jobs/configs/sample.yaml", [*SETTINGS, f"lake={lake}"])
+        start = time.perf_counter()
+        summary = extract(config)
+        stage_rate = summary.completion_tokens / (time.perf_counter() - start)
+        raw_rate = _raw_tokens_per_s(prompts)
+        rates.append((stage_rate, raw_rate))
+        ratios.append(stage_rate / raw_rate)
+    save(
+        "llm_overhead",
+        [
+            Measure(
+                "reki extract / raw llama.cpp tokens per second",
+                ">= 0.9",
+                ratios,
+                {"tokens_per_s": rates, "prompts": len(prompts), "max_tokens": 64},
+            )
+        ],
+        notes=f"{len(prompts)} collective prompts of a 300-user sample, max 64 tokens, greedy; tokens/s pairs "
+        "(extract, raw) per repetition in the JSON. The stage's wall time includes Ray start, actor "
+        "start-up and model load in each actor, and the Delta commits.",
+    )
+
+
+if __name__ == "__main__":
+    main()
