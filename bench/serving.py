@@ -11,8 +11,8 @@ import torch
 
 from bench.common import Measure, save
 from reki_spark.models import CtrSchema, Din, KnowledgeTables
+from reki_spark.models.base import CTR_FIELDS
 from reki_spark.models.serving import serving_copy
-from reki_spark.training.data import CTR_FIELDS
 
 USERS, ITEMS, DIM, CLUSTERS = 943, 1682, 384, 42
 

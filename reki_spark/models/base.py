@@ -13,6 +13,18 @@ from torch import nn
 from reki_spark.models.hein import Hein
 
 Batch = dict[str, torch.Tensor]
+# The CTR categorical fields, in the order the serving module takes them; each names the sample
+# column it reads.
+CTR_FIELDS = [
+    "user_id",
+    "item_id",
+    "user_gender",
+    "user_age",
+    "user_occupation",
+    "item_category",
+    "item_brand",
+    "item_year",
+]
 
 
 @dataclass(frozen=True)

@@ -9,18 +9,9 @@ import copy
 import torch
 from torch import nn
 
-from reki_spark.models.base import CtrModel, KnowledgeAdapter
+from reki_spark.models.base import CTR_FIELDS, CtrModel, KnowledgeAdapter
 
-FIELD_ORDER = [
-    "user_id",
-    "item_id",
-    "user_gender",
-    "user_age",
-    "user_occupation",
-    "item_category",
-    "item_brand",
-    "item_year",
-]
+FIELD_ORDER = CTR_FIELDS
 
 
 class PrecomputedKnowledge(nn.Module):

@@ -24,18 +24,8 @@ from reki_spark.lake import (
     VOCAB,
     Lake,
 )
+from reki_spark.models.base import CTR_FIELDS
 
-# CTR categorical fields: the sample column each one reads.
-CTR_FIELDS = [
-    "user_id",
-    "item_id",
-    "user_gender",
-    "user_age",
-    "user_occupation",
-    "item_category",
-    "item_brand",
-    "item_year",
-]
 USER_VIEWS = ["positive", "negative"]
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, Hein, KnowledgeTables, SeqSchema
-from reki_spark.training.data import CTR_FIELDS
+from reki_spark.models.base import CTR_FIELDS
 
 D = 16
 
