@@ -60,7 +60,12 @@ def _verdict(summary: pd.DataFrame) -> list[str]:
             base = none.iloc[0]
             noise = max(row["std"], base["std"])
             difference = row["mean"] - base["mean"]
-            word = "better than" if difference > noise else "worse than" if difference < -noise else "within noise of"
+            if min(row["seeds"], base["seeds"]) < 2:
+                word = "(one seed, so no noise estimate) compared with"
+            else:
+                word = (
+                    "better than" if difference > noise else "worse than" if difference < -noise else "within noise of"
+                )
             lines.append(
                 f"- {task} {model}: `{row['knowledge']}` is {word} `none` on {PRIMARY[task]} "
                 f"({row['mean']:.4f} vs {base['mean']:.4f}, {row['gain_pct']:+.2f}%, "
