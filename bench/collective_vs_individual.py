@@ -35,6 +35,8 @@ def _mode_run(mode: str, share: float, seeds: list[int]) -> dict:
     lake = WORK / mode / "lake"
     shutil.rmtree(WORK / mode, ignore_errors=True)
     shutil.copytree(SOURCE, lake)
+    for answered in ("knowledge", "knowledge_vectors"):  # each mode pays for its own extraction
+        shutil.rmtree(lake / answered, ignore_errors=True)
     overrides = [
         f"lake={lake}",
         f"output={WORK / mode / 'run'}",

@@ -100,12 +100,15 @@ def write_table() -> Path:
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
         for m in result["measures"]:
+            bound = float(m["target"].split()[1])
+            met = "yes" if m["met"] else f"no, missed by {abs(m['median'] - bound) / bound:.0%}"
             lines.append(
                 f"| {result['benchmark']} | {m['name']} | {m['median']:.3f} ({m['min']:.3f}-{m['max']:.3f})"
-                f" | {m['target']} | {'yes' if m['met'] else 'no'} | {m['repetitions']} |"
+                f" | {m['target']} | {met} | {m['repetitions']} |"
             )
         if result.get("notes"):
             notes.append(f"- **{result['benchmark']}**: {result['notes']}")
     table = RESULTS / "README.md"
-    table.write_text("\n".join([*lines, "", "## Notes", "", *notes]) + "\n")
+    analysis = "Why each missed target was missed, and what would close it: [ANALYSIS.md](ANALYSIS.md)."
+    table.write_text("\n".join([*lines, "", analysis, "", "## Notes", "", *notes]) + "\n")
     return table
