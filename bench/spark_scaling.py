@@ -115,7 +115,7 @@ def _duckdb_features_s(lake: str) -> float:
 
 
 def main(sizes: list[int], repetitions: int = 3) -> None:
-    runs = {size: [_run(size, r) for r in range(repetitions if size < 10_000_000 else 1)] for size in sizes}
+    runs = {size: [_run(size, r) for r in range(repetitions)] for size in sizes}
     small, large = sorted(sizes)[-2:]
     growth = [b["total_s"] / a["total_s"] for a, b in zip(runs[small], runs[large], strict=False)]
     duck = []
