@@ -22,7 +22,7 @@ from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS
 from reki_spark.models.serving import FIELD_ORDER, entity_outputs, export_torchscript
 from reki_spark.serving import FEATURES_FILE, ITEM_FIELDS, META_FILE, MODEL_FILE, USER_FIELDS
-from reki_spark.training.data import ctr_view
+from reki_spark.training.data import ctr_view, encode_field
 from reki_spark.training.loop import ctr_batch
 from reki_spark.training.train import best_model, model_spec
 
@@ -97,11 +97,7 @@ def _serving_vectors(spark: SparkSession, model: torch.nn.Module, vocab: DataFra
 def _codes(frame: DataFrame, vocab: DataFrame, columns: dict[str, F.Column]) -> DataFrame:
     """Each named column's vocabulary code (0 where unknown)."""
     for field, column in columns.items():
-        codes = vocab.where(F.col("field") == field).select(
-            F.col("value").alias(f"_{field}"), F.col("index").alias(field)
-        )
-        frame = frame.join(codes, column.cast("string") == F.col(f"_{field}"), "left").drop(f"_{field}")
-        frame = frame.withColumn(field, F.coalesce(F.col(field), F.lit(0)))
+        frame = encode_field(frame, vocab, field, column, field)
     return frame
 
 

@@ -53,7 +53,8 @@ def cardinalities(vocab: DataFrame) -> dict[str, int]:
     return {field: sizes.get(field, 1) for field in CTR_FIELDS}
 
 
-def _encode(frame: DataFrame, vocab: DataFrame, field: str, column: Column, alias: str) -> DataFrame:
+def encode_field(frame: DataFrame, vocab: DataFrame, field: str, column: Column, alias: str) -> DataFrame:
+    """Adds `alias`: the vocabulary code of `column` as values of `field` (0 where unknown)."""
     codes = vocab.where(F.col("field") == field).select(F.col("value").alias("_v"), F.col("index").alias(alias))
     joined = frame.join(codes, column.cast("string") == F.col("_v"), "left").drop("_v")
     return joined.withColumn(alias, F.coalesce(F.col(alias), F.lit(0)))
@@ -83,7 +84,7 @@ def ctr_view(lake: Lake, vocab: DataFrame, history_length: int) -> DataFrame:
     samples = lake.read(SAMPLES).withColumn("_sample", F.monotonically_increasing_id())
     encoded = samples
     for field in CTR_FIELDS:
-        encoded = _encode(encoded, vocab, field, F.col(field), f"{field}__idx")
+        encoded = encode_field(encoded, vocab, field, F.col(field), f"{field}__idx")
     encoded = _item_indices(encoded, vocab, "_sample", "history_item_ids", "history_idx")
     return encoded.select(
         *[F.col(f"{field}__idx").cast("int").alias(field) for field in CTR_FIELDS],
@@ -97,9 +98,9 @@ def sequence_view(lake: Lake, vocab: DataFrame, max_length: int) -> DataFrame:
     """Per user: the training sequence (last L+1 prefix items), the valid and test inputs and
     targets, and the full history length (for excluding seen items when ranking)."""
     sequences = lake.read(SEQUENCES)
-    encoded = _encode(sequences, vocab, "user_id", F.col("user_id"), "user")
-    encoded = _encode(encoded, vocab, "item_id", F.col("valid_item_id"), "valid_target")
-    encoded = _encode(encoded, vocab, "item_id", F.col("test_item_id"), "test_target")
+    encoded = encode_field(sequences, vocab, "user_id", F.col("user_id"), "user")
+    encoded = encode_field(encoded, vocab, "item_id", F.col("valid_item_id"), "valid_target")
+    encoded = encode_field(encoded, vocab, "item_id", F.col("test_item_id"), "test_target")
     encoded = _item_indices(encoded, vocab, "user_id", "item_ids", "prefix")
     with_valid = F.concat("prefix", F.array(F.col("valid_target").cast("int")))
     return encoded.select(
@@ -114,7 +115,7 @@ def sequence_view(lake: Lake, vocab: DataFrame, max_length: int) -> DataFrame:
 
 def seen_items(lake: Lake, vocab: DataFrame) -> pd.DataFrame:
     """Per user index: the item indices seen before the valid target and before the test target."""
-    histories = _encode(lake.read(USER_HISTORIES), vocab, "user_id", F.col("user_id"), "user")
+    histories = encode_field(lake.read(USER_HISTORIES), vocab, "user_id", F.col("user_id"), "user")
     histories = _item_indices(histories, vocab, "user_id", "item_ids", "items")
     before_valid = F.slice("items", 1, F.greatest(F.lit(0), F.size("items") - 2))
     before_test = F.slice("items", 1, F.greatest(F.lit(0), F.size("items") - 1))
