@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import pairwise
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -114,6 +115,13 @@ class KnowledgeAdapter(nn.Module):
             return None
         return self.hein(self.knowledge.users(user_index), self.knowledge.items(item_index))
 
+    def through_mlp(
+        self, layers: nn.Module, x: torch.Tensor, user_index: torch.Tensor, item_index: torch.Tensor
+    ) -> torch.Tensor:
+        """`layers` over x with the augmented vector appended (x alone without knowledge)."""
+        extra = self.pair(user_index, item_index)
+        return layers(x if extra is None else torch.cat([x, extra], dim=-1))
+
     def items(self, item_index: torch.Tensor) -> torch.Tensor | None:
         if self.knowledge is None or self.hein is None:
             return None
@@ -127,6 +135,10 @@ class KnowledgeAdapter(nn.Module):
 
 class CtrModel(nn.Module):
     """Base of the CTR backbones: field embeddings, the history, the knowledge adapter."""
+
+    # The MLPs fed through `knowledge_mlp`: their first layer is linear in the augmented vector,
+    # so a serving copy folds that layer's knowledge columns into per-entity vectors.
+    knowledge_mlps: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -167,6 +179,12 @@ class CtrModel(nn.Module):
 
     def augmented(self, batch: Batch) -> torch.Tensor | None:
         return self.adapter.pair(batch[self.schema.user_field], batch[self.schema.item_field])
+
+    def knowledge_mlp(self, name: str, parts: list[torch.Tensor], batch: Batch) -> torch.Tensor:
+        """The MLP `name` (one of `knowledge_mlps`) over the parts and the augmented vector."""
+        return self.adapter.through_mlp(
+            getattr(self, name), torch.cat(parts, dim=-1), batch[self.schema.user_field], batch[self.schema.item_field]
+        )
 
     def with_augmented(self, parts: list[torch.Tensor], batch: Batch) -> torch.Tensor:
         extra = self.augmented(batch)

@@ -10,6 +10,8 @@ from reki_spark.models.base import Batch, CtrModel, mlp
 
 
 class DeepFm(CtrModel):
+    knowledge_mlps = ("deep",)
+
     def __init__(self, *args, hidden: tuple[int, ...] = (200, 80), dropout: float = 0.1, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.first_order = nn.ModuleDict(
@@ -23,5 +25,5 @@ class DeepFm(CtrModel):
         fields = torch.cat([self.field_embeddings(batch), self.mean_history(batch).unsqueeze(1)], dim=1)
         linear = sum(self.first_order[name](batch[name]).squeeze(-1) for name in self.field_names) + self.bias
         pairwise = 0.5 * (fields.sum(1).pow(2) - fields.pow(2).sum(1)).sum(-1)
-        deep = self.deep(self.with_augmented([fields.flatten(1)], batch)).squeeze(-1)
+        deep = self.knowledge_mlp("deep", [fields.flatten(1)], batch).squeeze(-1)
         return linear + pairwise + deep

@@ -9,6 +9,8 @@ from reki_spark.models.base import Batch, CtrModel, mlp
 
 
 class Din(CtrModel):
+    knowledge_mlps = ("head",)
+
     def __init__(
         self,
         *args,
@@ -30,4 +32,4 @@ class Din(CtrModel):
         scores = self.attention(torch.cat([query, history, query - history, query * history], dim=-1)).squeeze(-1)
         interest = ((scores * mask).unsqueeze(-1) * history).sum(1)
         fields = self.field_embeddings(batch).flatten(1)
-        return self.head(self.with_augmented([fields, interest], batch)).squeeze(-1)
+        return self.knowledge_mlp("head", [fields, interest], batch).squeeze(-1)

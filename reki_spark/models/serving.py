@@ -1,6 +1,7 @@
 """Serving form of a trained CTR model: HEIN's outputs depend only on the user (resp. the item),
 so they are computed once per entity and the model looks them up, never running the LLM, the
-encoder or HEIN at request time. Plain PyTorch, exportable with TorchScript."""
+encoder or HEIN at request time. Where they feed a linear layer, that layer's product with them is
+precomputed too. Plain PyTorch, exportable with TorchScript."""
 
 from __future__ import annotations
 
@@ -8,10 +9,40 @@ import copy
 
 import torch
 from torch import nn
+from torch.nn.functional import embedding
 
 from reki_spark.models.base import CTR_FIELDS, CtrModel, KnowledgeAdapter
 
 FIELD_ORDER = CTR_FIELDS
+
+
+class FoldedMlp(nn.Module):
+    """An MLP whose first layer takes [x; user 32-d; item 32-d], with the knowledge columns folded:
+    W [x; u; i] + b = W_x x + (W_u u) + (W_i i + b), the bracketed 200-d terms looked up per entity
+    instead of widening the request-time matrix product."""
+
+    def __init__(self, layers: nn.Sequential, user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> None:
+        super().__init__()
+        first = layers[0]
+        if not isinstance(first, nn.Linear):
+            raise TypeError(f"a knowledge MLP must start with a linear layer, not {type(first).__name__}")
+        side = int(user_vectors.shape[1])
+        width = first.in_features - 2 * side
+        weight, bias = first.weight.detach(), first.bias.detach()
+        self.register_buffer("input_weight", weight[:, :width].T.contiguous())
+        self.register_buffer("user_terms", user_vectors.detach() @ weight[:, width : width + side].T)
+        self.register_buffer("item_terms", item_vectors.detach() @ weight[:, width + side :].T + bias)
+        self.rest = layers[1:]
+
+    @property
+    def input_width(self) -> int:
+        return int(self.input_weight.shape[0])
+
+    def forward(self, x: torch.Tensor, user_index: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor:
+        # embedding() gathers rows with index_select (~10x faster than tensor[index] at batch 1024);
+        # addmm accumulates the product onto the looked-up terms without another pass.
+        knowledge = embedding(user_index, self.user_terms).add_(embedding(item_index, self.item_terms))
+        return self.rest(torch.addmm(knowledge, x, self.input_weight))
 
 
 class PrecomputedKnowledge(nn.Module):
@@ -26,13 +57,20 @@ class PrecomputedKnowledge(nn.Module):
         self.enabled = True
 
     def pair(self, user_index: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.user_vectors[user_index], self.item_vectors[item_index]], dim=-1)
+        return torch.cat([self.users(user_index), self.items(item_index)], dim=-1)
+
+    def through_mlp(
+        self, layers: nn.Module, x: torch.Tensor, user_index: torch.Tensor, item_index: torch.Tensor
+    ) -> torch.Tensor:
+        if isinstance(layers, FoldedMlp):
+            return layers(x, user_index, item_index)
+        return layers(torch.cat([x, self.pair(user_index, item_index)], dim=-1))
 
     def users(self, user_index: torch.Tensor) -> torch.Tensor:
-        return self.user_vectors[user_index]
+        return embedding(user_index, self.user_vectors)
 
     def items(self, item_index: torch.Tensor) -> torch.Tensor:
-        return self.item_vectors[item_index]
+        return embedding(item_index, self.item_vectors)
 
 
 @torch.no_grad()
@@ -46,7 +84,8 @@ def entity_outputs(adapter: KnowledgeAdapter, users: int, items: int) -> tuple[t
 
 
 def serving_copy(model: CtrModel) -> CtrModel:
-    """A copy of `model` whose knowledge comes from precomputed per-entity vectors."""
+    """A copy of `model` whose knowledge comes from precomputed per-entity vectors, folded into the
+    first layer of its knowledge MLPs."""
     served = copy.deepcopy(model).eval()
     if served.adapter.enabled:
         fields = served.schema.fields
@@ -54,6 +93,8 @@ def serving_copy(model: CtrModel) -> CtrModel:
             served.adapter, fields[served.schema.user_field], fields[served.schema.item_field]
         )
         served.adapter = PrecomputedKnowledge(users, items)
+        for name in served.knowledge_mlps:
+            setattr(served, name, FoldedMlp(getattr(served, name), users, items))
     return served
 
 

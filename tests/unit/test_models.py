@@ -7,6 +7,7 @@ import torch
 
 from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, Hein, KnowledgeTables, SeqSchema
 from reki_spark.models.base import CTR_FIELDS
+from reki_spark.models.serving import PrecomputedKnowledge, serving_copy
 
 D = 16
 
@@ -71,6 +72,22 @@ def test_ctr_backbones_train_a_step(name, with_knowledge):
     hein_grads = [p.grad for n, p in model.named_parameters() if n.startswith("adapter.hein")]
     assert bool(hein_grads) == with_knowledge
     assert all(g is not None and torch.isfinite(g).all() for g in hein_grads)
+
+
+@pytest.mark.parametrize("name", sorted(CTR_MODELS))
+def test_serving_copy_scores_like_the_trained_model_without_running_hein(name):
+    torch.manual_seed(0)
+    schema = CtrSchema(fields={field: 10 for field in CTR_FIELDS})
+    model = CTR_MODELS[name](schema, embedding_dim=32, knowledge=_knowledge(users=10)).eval()
+    served = serving_copy(model)
+    batch = _ctr_batch(n=32)
+    with torch.no_grad():
+        assert torch.allclose(served(batch), model(batch), atol=1e-5)
+    assert isinstance(served.adapter, PrecomputedKnowledge)
+    for mlp_name in served.knowledge_mlps:
+        folded, original = getattr(served, mlp_name), getattr(model, mlp_name)
+        # the request-time product no longer carries the 64 knowledge columns
+        assert folded.input_width == original[0].in_features - model.adapter.output_dim
 
 
 @pytest.mark.parametrize("name", sorted(SEQUENTIAL_MODELS))
