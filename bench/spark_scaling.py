@@ -82,8 +82,9 @@ def _run(size: int, repetition: int) -> dict:
 
 
 def _duckdb_features_s(lake: str) -> float:
-    """The features stage's aggregations (positions, prompt windows, previous-5 histories, by-user
-    split, leave-one-out targets) in DuckDB over the interactions' Delta snapshot files."""
+    """The features stage's aggregations (positions, prompt windows, user histories, previous-5
+    histories, first-seen filter, by-user split, leave-one-out targets) in DuckDB over the
+    interactions' Delta snapshot files, into in-memory tables."""
     import duckdb
     from deltalake import DeltaTable
 
@@ -96,16 +97,22 @@ def _duckdb_features_s(lake: str) -> float:
       from read_parquet([{listed}]);
     create or replace table windows as
       select *, greatest(0, least(floor((length + 1) / 2), 30, length - 2)) as window_size from positioned;
+    create or replace table histories as
+      select user_id, list(item_id order by position) as item_ids, list(rating order by position) as ratings,
+             list(ts order by position) as timestamps, any_value(length) as length,
+             any_value(window_size) as window_size
+      from windows group by user_id;
     create or replace table samples as
       select user_id, item_id, ts, rating > 3 as label,
              list(item_id) over (partition by user_id order by position rows between 5 preceding and 1 preceding)
                as history,
              case when hash(user_id) % 100 < 80 then 'train' when hash(user_id) % 100 < 90 then 'valid'
                   else 'test' end as split
-      from windows qualify position >= window_size;
+      from windows qualify min(position) over (partition by user_id, item_id) >= window_size;
     create or replace table sequences as
-      select user_id, list(item_id order by position) as items from positioned group by user_id
-      having count(*) >= 3;
+      select user_id, item_ids[greatest(1, len(item_ids) - 51):len(item_ids) - 2] as prefix,
+             item_ids[len(item_ids) - 1] as valid_item_id, item_ids[len(item_ids)] as test_item_id
+      from histories where len(item_ids) >= 3;
     """
     connection = duckdb.connect()
     connection.execute("SET threads TO 2")

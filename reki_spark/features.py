@@ -36,9 +36,9 @@ def build_features(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
         window_rows = positioned.where(F.col("position") < F.col("prompt_window_size"))
         lake.overwrite(window_rows, PROMPT_WINDOWS)
         lake.overwrite(_histories(positioned), USER_HISTORIES)
-        samples = _samples(positioned, window_rows, lake.read(ITEMS), settings, config.seed)
+        samples = _samples(positioned, lake.read(ITEMS), settings, config.seed)
         lake.overwrite(_with_side_features(samples, lake.read(USERS), lake.read(ITEMS)), SAMPLES)
-        lake.overwrite(_sequences(positioned, settings.sequence_max_length), SEQUENCES)
+        lake.overwrite(_sequences(lake.read(USER_HISTORIES), settings.sequence_max_length), SEQUENCES)
         positioned.unpersist()
         counts = {table: lake.read(table).count() for table in (PROMPT_WINDOWS, USER_HISTORIES, SAMPLES, SEQUENCES)}
         record.rows_in = interactions.count()
@@ -84,18 +84,18 @@ def _histories(positioned: DataFrame) -> DataFrame:
     )
 
 
-def _samples(
-    positioned: DataFrame, window_rows: DataFrame, items: DataFrame, settings: FeaturesConfig, seed: int
-) -> DataFrame:
+def _samples(positioned: DataFrame, items: DataFrame, settings: FeaturesConfig, seed: int) -> DataFrame:
+    """Interactions after the prompt window, each with the previous items as its history. One
+    pass over the user-partitioned frame: both windows reuse its partitioning (no shuffle)."""
     previous = Window.partitionBy("user_id").orderBy("position").rowsBetween(-settings.history_length, -1)
-    after_window = positioned.where(F.col("position") >= F.col("prompt_window_size"))
     # History may reach back into the prompt window (it is input, not a label); an item seen in
-    # the window and again later must not become a sample, though.
-    history_source = positioned.select(
-        "user_id", "position", F.collect_list("item_id").over(previous).alias("history_item_ids")
-    )
-    observed = after_window.join(history_source, ["user_id", "position"]).join(
-        window_rows.select("user_id", "item_id"), ["user_id", "item_id"], "left_anti"
+    # the window and again later must not become a sample, though: a sample's (user, item) is
+    # first seen after the window (which also puts the sample itself after it).
+    first_seen = F.min("position").over(Window.partitionBy("user_id", "item_id"))
+    observed = (
+        positioned.withColumn("history_item_ids", F.collect_list("item_id").over(previous))
+        .withColumn("first_seen", first_seen)
+        .where(F.col("first_seen") >= F.col("prompt_window_size"))
     )
     explicit_label = (F.col("rating") > settings.label_threshold).cast("int")
     positives = observed.select(
@@ -167,11 +167,11 @@ def _with_side_features(samples: DataFrame, users: DataFrame, items: DataFrame) 
     return samples.join(user_features, "user_id", "left").join(item_features, "item_id", "left")
 
 
-def _sequences(positioned: DataFrame, max_length: int) -> DataFrame:
+def _sequences(histories: DataFrame, max_length: int) -> DataFrame:
     """Leave-one-out: the last item is the test target, the one before it the valid target, the
-    rest (its last `max_length` items) the training prefix. Users with fewer than 3 are left out."""
-    ordered = F.array_sort(F.collect_list(F.struct("position", "item_id"))).getField("item_id")
-    per_user = positioned.groupBy("user_id").agg(ordered.alias("all_items")).where(F.size("all_items") >= 3)
+    rest (its last `max_length` items) the training prefix. Users with fewer than 3 are left out.
+    Built from the user histories (one row per user) rather than regrouping the interactions."""
+    per_user = histories.select("user_id", F.col("item_ids").alias("all_items")).where(F.size("all_items") >= 3)
     prefix = F.slice("all_items", 1, F.size("all_items") - 2)
     truncated = F.slice(prefix, F.greatest(F.lit(1), F.size(prefix) - max_length + 1), max_length)
     return per_user.select(
