@@ -8,7 +8,7 @@ def main() -> None:
     loader.main()
     llm_overhead.main()
     spark_scaling.main([100_000, 1_000_000, 10_000_000])
-    collective_vs_individual.main()
+    collective_vs_individual.main([])
 
 
 if __name__ == "__main__":
