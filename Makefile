@@ -47,6 +47,8 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Not part of `make test`: results go to bench/results/ (JSON, PNG, README.md table).
+# Not part of `make test`: results go to bench/results/ (JSON, PNG, README.md table). The Spark
+# stage profile runs in its own process: it needs a session with the UI on.
 bench: setup
 	$(BIN)/python -m bench.run_all
+	$(BIN)/python -m bench.spark_stages

@@ -9,6 +9,8 @@ import shutil
 import time
 from pathlib import Path
 
+import ray
+
 from bench.common import Measure, save
 from ray_workers.backends.base import default_gguf
 from ray_workers.delta_io import RsLake
@@ -74,17 +76,22 @@ def main() -> None:
     prompts = list(zip(table["system"].to_pylist(), table["prompt"].to_pylist(), strict=True))
     start_ray(base.ray)
     ratios, rates = [], []
-    for repetition in range(REPETITIONS):
-        lake = WORK / f"run{repetition}"
-        shutil.copytree(WORK / "base", lake)
-        config = load_config("jobs/configs/sample.yaml", [*SETTINGS, f"lake={lake}"])
-        # Alternating which side runs first keeps a drift in the machine's speed out of the median.
-        if repetition % 2:
-            raw_rate, stage_rate = _raw_tokens_per_s(prompts), _stage_tokens_per_s(config)
-        else:
-            stage_rate, raw_rate = _stage_tokens_per_s(config), _raw_tokens_per_s(prompts)
-        rates.append((stage_rate, raw_rate))
-        ratios.append(stage_rate / raw_rate)
+    try:
+        for repetition in range(REPETITIONS):
+            lake = WORK / f"run{repetition}"
+            shutil.copytree(WORK / "base", lake)
+            config = load_config("jobs/configs/sample.yaml", [*SETTINGS, f"lake={lake}"])
+            # Alternating which side runs first keeps a drift in the machine's speed out of the median.
+            if repetition % 2:
+                raw_rate, stage_rate = _raw_tokens_per_s(prompts), _stage_tokens_per_s(config)
+            else:
+                stage_rate, raw_rate = _stage_tokens_per_s(config), _raw_tokens_per_s(prompts)
+            rates.append((stage_rate, raw_rate))
+            ratios.append(stage_rate / raw_rate)
+    finally:
+        # The benchmarks after this one (make bench) must not share the machine, or their
+        # memory readings, with an idle Ray.
+        ray.shutdown()
     save(
         "llm_overhead",
         [
