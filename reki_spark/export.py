@@ -20,7 +20,8 @@ from reki_spark.config import RekiConfig
 from reki_spark.lake import ITEMS, SERVING_VECTORS, USERS, VOCAB, Lake
 from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS
-from reki_spark.models.serving import FIELD_ORDER, entity_outputs, export_torchscript
+from reki_spark.models.base import CTR_FIELDS
+from reki_spark.models.serving import entity_outputs, export_torchscript
 from reki_spark.serving import FEATURES_FILE, ITEM_FIELDS, META_FILE, MODEL_FILE, USER_FIELDS
 from reki_spark.training.data import ctr_view, encode_field
 from reki_spark.training.loop import ctr_batch
@@ -60,7 +61,7 @@ def export(spark: SparkSession, config: RekiConfig) -> Path:
             "knowledge": knowledge,
             "seed": seed,
             "history_length": config.features.history_length,
-            "fields": FIELD_ORDER,
+            "fields": CTR_FIELDS,
             "parity_max_abs_diff": difference,
             "example_rows": len(batch["label"]),
         }
@@ -74,7 +75,7 @@ def export(spark: SparkSession, config: RekiConfig) -> Path:
 def _parity(model: torch.nn.Module, scripted: torch.jit.ScriptModule, batch: dict[str, torch.Tensor]) -> float:
     with torch.no_grad():
         reference = torch.sigmoid(model(batch))
-        exported = scripted(*(batch[name] for name in FIELD_ORDER), batch["history"])
+        exported = scripted(*(batch[name] for name in CTR_FIELDS), batch["history"])
     difference = float((reference - exported).abs().max())
     if difference > PARITY_TOLERANCE:
         raise RuntimeError(f"exported scores differ from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE})")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from reki_spark.models.serving import FIELD_ORDER
+from reki_spark.models.base import CTR_FIELDS
 
 MODEL_FILE = "model.pt"
 FEATURES_FILE = "entity_features.parquet"
@@ -39,7 +39,7 @@ class Scorer:
         codes = self._codes(self.items, recent, ["item_id"])["item_id"].tolist()
         padded = [0] * (self.history_length - len(codes)) + codes
         columns = {**{f: user[f].to_numpy() for f in USER_FIELDS}, **{f: items[f].to_numpy() for f in ITEM_FIELDS}}
-        tensors = [torch.as_tensor(columns[name]) for name in FIELD_ORDER]
+        tensors = [torch.as_tensor(columns[name]) for name in CTR_FIELDS]
         history_tensor = torch.tensor([padded] * len(item_ids), dtype=torch.long)
         with torch.no_grad():
             return self.model(*tensors, history_tensor).tolist()

@@ -13,8 +13,6 @@ from torch.nn.functional import embedding
 
 from reki_spark.models.base import CTR_FIELDS, CtrModel, KnowledgeAdapter
 
-FIELD_ORDER = CTR_FIELDS
-
 
 class FoldedMlp(nn.Module):
     """An MLP whose first layer takes [x; user 32-d; item 32-d], with the knowledge columns folded:
@@ -132,6 +130,6 @@ class ScoringModule(nn.Module):
 
 
 def export_torchscript(model: CtrModel, example: dict[str, torch.Tensor]) -> torch.jit.ScriptModule:
-    inputs = tuple(example[name] for name in [*FIELD_ORDER, "history"])
+    inputs = tuple(example[name] for name in [*CTR_FIELDS, "history"])
     with torch.no_grad():
         return torch.jit.trace(ScoringModule(serving_copy(model)).eval(), inputs, check_trace=False)
