@@ -1,0 +1,1 @@
+"""Ingestion: one loader per public format and the synthetic sample, typed and quarantined."""

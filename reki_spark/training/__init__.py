@@ -1,0 +1,1 @@
+"""Training: the Spark training views, Petastorm feeding, the loop and its launcher."""
