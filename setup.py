@@ -21,6 +21,7 @@ INSTALL_REQUIRES = [
     "pydantic>=2",
     "PyYAML",
     "scikit-learn",
+    "scipy",
     "matplotlib",
     "tqdm",
     # `import ray.data.llm` needs these even without vLLM (see ../shared/stack/NOTES.md).

@@ -11,11 +11,11 @@ import torch
 from bench.common import Measure, save
 from reki_spark.config import load_config
 from reki_spark.lake import Lake
-from reki_spark.models import CtrSchema, Din
+from reki_spark.models import Din
 from reki_spark.session import get_spark
 from reki_spark.training.data import build_vocab, cardinalities, ctr_view
-from reki_spark.training.feeding import PetastormBatches
-from reki_spark.training.loop import ctr_batch
+from reki_spark.training.feeding import PetastormBatches, ctr_batch
+from reki_spark.training.train import ctr_schema
 
 BATCH = 1024
 
@@ -39,12 +39,13 @@ def main(config_path: str = "jobs/configs/movielens-100k.yaml") -> None:
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, Path("runs/bench-petastorm").resolve().as_uri())
     lake = Lake(spark, config.lake)
     vocab = build_vocab(lake)
-    train = ctr_view(lake, vocab, 5).where("split = 'train'").drop("split")
+    schema = ctr_schema(config, cardinalities(vocab))
+    train = ctr_view(lake, vocab, schema).where("split = 'train'").drop("split")
     converter = make_spark_converter(train.repartition(2))
     frame = train.toPandas()
-    memory = [ctr_batch(frame.iloc[i : i + BATCH], 5) for i in range(0, len(frame), BATCH)]
-    schema = CtrSchema(fields=cardinalities(vocab))
-    feeder = PetastormBatches(converter, BATCH, "ctr", 5, seed=0)
+    slots = schema.category_slots
+    memory = [ctr_batch(frame.iloc[i : i + BATCH], 5, slots) for i in range(0, len(frame), BATCH)]
+    feeder = PetastormBatches(converter, BATCH, "ctr", 5, seed=0, category_slots=slots)
     ratios, rates = [], []
     try:
         for repetition in range(3):

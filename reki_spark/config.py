@@ -82,6 +82,8 @@ class FeaturesConfig(_Strict):
     label_threshold: float = 3.0
     prompt_window: PromptWindow = PromptWindow()
     history_length: int = Field(5, ge=1)
+    # Categories kept per item (pooled in the models): MovieLens has at most 6 genres a movie.
+    category_slots: int = Field(6, ge=1)
     split: SplitFractions = SplitFractions()
     negatives_per_positive: int = Field(1, ge=0)
     sequence_max_length: int = Field(50, ge=3)
@@ -171,22 +173,100 @@ class HeinConfig(_Strict):
     dedicated_experts: int = Field(2, ge=0)
 
 
+class ModelBlock(_Strict):
+    """One model's settings (FuxiCTR style): its architecture, and optimisation values that, when
+    set, replace the `training.*` defaults for this model only."""
+
+    epochs: int | None = Field(None, ge=1)
+    patience: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+
+    def architecture(self) -> dict[str, Any]:
+        """The model constructor's keyword arguments."""
+        return self.model_dump(exclude=set(ModelBlock.model_fields))
+
+
+class DinConfig(ModelBlock):
+    attention_hidden: tuple[int, int] = (80, 40)
+    hidden: tuple[int, ...] = (200, 80)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class DcnV2Config(ModelBlock):
+    cross_layers: int = Field(3, ge=1)
+    hidden: tuple[int, ...] = (256, 128)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class DeepFmConfig(ModelBlock):
+    hidden: tuple[int, ...] = (200, 80)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class AutoIntConfig(ModelBlock):
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
+
+class SequentialBlock(ModelBlock):
+    # The sequential task has one row per window of a user's history, far fewer rows than CTR
+    # samples, and converges in tens to hundreds of epochs: its own defaults (RecBole's scale).
+    epochs: int | None = Field(200, ge=1)
+    patience: int | None = Field(10, ge=1)
+    batch_size: int | None = Field(32, ge=1)
+    learning_rate: float | None = Field(1e-3, gt=0)
+    weight_decay: float | None = Field(0.0, ge=0)
+    embedding: int = Field(64, ge=8)
+    # full_softmax scores every item per position; sampled_softmax scores the target against
+    # `sampled_negatives` uniform draws shared by the batch (for catalogues too big for the full one).
+    loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
+    sampled_negatives: int = Field(1000, ge=1)
+
+
+class SasRecConfig(SequentialBlock):
+    # RecBole's SASRec defaults (Kang & McAuley's architecture with post-norm GELU blocks).
+    layers: int = Field(2, ge=1)
+    heads: int = Field(2, ge=1)
+    inner: int = Field(256, ge=8)
+    dropout: float = Field(0.5, ge=0, lt=1)
+    # Dropout on the attention weights: RecBole uses 0.5, at twice the CPU step time (sasrec.py).
+    attention_dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class Gru4RecConfig(SequentialBlock):
+    # RecBole's GRU4Rec defaults.
+    hidden: int = Field(128, ge=8)
+    layers: int = Field(1, ge=1)
+    dropout: float = Field(0.3, ge=0, lt=1)
+
+
 class TrainingConfig(_Strict):
     # CTR backbones (din, dcnv2, deepfm, autoint) train on `samples`; sequential ones (sasrec,
-    # gru4rec) on `sequences`. Every model runs once per knowledge setting and seed.
-    models: list[Literal["din", "dcnv2", "deepfm", "autoint", "sasrec", "gru4rec"]] = ["din"]
+    # gru4rec) on `sequences`, where `mostpop` (training popularity, nothing learned) is the
+    # baseline every report compares them with. Every model runs once per knowledge setting and seed.
+    models: list[Literal["din", "dcnv2", "deepfm", "autoint", "sasrec", "gru4rec", "mostpop"]] = ["din"]
     knowledge: list[Literal["none", "individual", "collective"]] = ["none", "collective"]
-    seeds: list[int] = [42]
+    seeds: list[int] = [1, 2, 3, 4, 5]
+    # Defaults of every model; a model's block (training.<model>.epochs, ...) overrides them.
     epochs: int = Field(20, ge=1)
     patience: int = Field(3, ge=1)
     batch_size: int = Field(1024, ge=1)
-    # Sequential models train on one sequence per user: far fewer rows, so smaller batches.
-    sequence_batch_size: int = Field(64, ge=1)
     eval_batch_size: int = Field(4096, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     embedding_dim: int = Field(32, ge=1)
-    sequence_hidden: int = Field(64, ge=8)
+    # Rows pass through a shuffling buffer of this many rows per rank, so every epoch sees a new
+    # order (whole-dataset shuffling when the buffer holds the shard).
+    shuffle_buffer: int = Field(200_000, ge=0)
+    din: DinConfig = DinConfig()
+    dcnv2: DcnV2Config = DcnV2Config()
+    deepfm: DeepFmConfig = DeepFmConfig()
+    autoint: AutoIntConfig = AutoIntConfig()
+    sasrec: SasRecConfig = SasRecConfig()
+    gru4rec: Gru4RecConfig = Gru4RecConfig()
     # 1 trains in-process; more launches Spark's TorchDistributor (DDP over gloo, or nccl on GPUs).
     num_processes: int = Field(1, ge=1)
     # TorchDistributor's local_mode: ranks on the driver machine (local and single-node runs);
@@ -194,6 +274,17 @@ class TrainingConfig(_Strict):
     distributor_local_mode: bool = True
     use_gpu: bool = False
     hein: HeinConfig = HeinConfig()
+
+    def block(self, model: str) -> ModelBlock:
+        return getattr(self, model, None) or ModelBlock()
+
+    def optimisation(self, model: str) -> dict[str, Any]:
+        """epochs, patience, batch_size, learning_rate, weight_decay for `model`."""
+        block = self.block(model)
+        return {
+            name: getattr(self, name) if getattr(block, name) is None else getattr(block, name)
+            for name in ModelBlock.model_fields
+        }
 
 
 class RefreshConfig(_Strict):

@@ -20,11 +20,11 @@ from reki_spark.config import RekiConfig
 from reki_spark.lake import ITEMS, SERVING_VECTORS, USERS, VOCAB, Lake
 from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS
-from reki_spark.models.base import CTR_FIELDS
-from reki_spark.models.serving import entity_outputs, export_torchscript
+from reki_spark.models.base import CTR_FIELDS, RATING_FIELD
+from reki_spark.models.serving import SERVING_INPUTS, entity_outputs, export_torchscript
 from reki_spark.serving import FEATURES_FILE, ITEM_FIELDS, META_FILE, MODEL_FILE, USER_FIELDS
-from reki_spark.training.data import ctr_view, encode_field
-from reki_spark.training.loop import ctr_batch
+from reki_spark.training.data import ctr_view, encode_field, item_codes
+from reki_spark.training.feeding import ctr_batch
 from reki_spark.training.train import best_model, model_spec
 
 PARITY_TOLERANCE = 1e-5
@@ -49,9 +49,10 @@ def export(spark: SparkSession, config: RekiConfig) -> Path:
             vectors = _serving_vectors(spark, model, vocab, spec.name)
             lake.overwrite(vectors, SERVING_VECTORS)
             lake.read(SERVING_VECTORS).toPandas().to_parquet(folder / "serving_vectors.parquet", index=False)
-        _entity_features(lake, vocab).to_parquet(folder / FEATURES_FILE, index=False)
-        example = ctr_view(lake, vocab, config.features.history_length).where(F.col("split") == "test")
-        batch = ctr_batch(example.limit(EXAMPLE_ROWS).toPandas(), config.features.history_length)
+        schema = spec.schema
+        _entity_features(lake, vocab, schema.category_slots).to_parquet(folder / FEATURES_FILE, index=False)
+        example = ctr_view(lake, vocab, schema).where(F.col("split") == "test").limit(EXAMPLE_ROWS).toPandas()
+        batch = ctr_batch(example, schema.history_length, schema.category_slots)
         scripted = export_torchscript(model, batch)
         scripted.save(str(folder / MODEL_FILE))
         difference = _parity(model, torch.jit.load(str(folder / MODEL_FILE)), batch)
@@ -60,8 +61,11 @@ def export(spark: SparkSession, config: RekiConfig) -> Path:
             "model": model_name,
             "knowledge": knowledge,
             "seed": seed,
-            "history_length": config.features.history_length,
+            "history_length": schema.history_length,
+            "category_slots": schema.category_slots,
             "fields": CTR_FIELDS,
+            # rating value (as the data writes it, e.g. "4.0") -> the code of a history item's rating
+            "rating_codes": _codes_of(vocab, RATING_FIELD),
             "parity_max_abs_diff": difference,
             "example_rows": len(batch["label"]),
         }
@@ -75,7 +79,7 @@ def export(spark: SparkSession, config: RekiConfig) -> Path:
 def _parity(model: torch.nn.Module, scripted: torch.jit.ScriptModule, batch: dict[str, torch.Tensor]) -> float:
     with torch.no_grad():
         reference = torch.sigmoid(model(batch))
-        exported = scripted(*(batch[name] for name in CTR_FIELDS), batch["history"])
+        exported = scripted(*(batch[name] for name in SERVING_INPUTS))
     difference = float((reference - exported).abs().max())
     if difference > PARITY_TOLERANCE:
         raise RuntimeError(f"exported scores differ from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE})")
@@ -102,7 +106,12 @@ def _codes(frame: DataFrame, vocab: DataFrame, columns: dict[str, F.Column]) -> 
     return frame
 
 
-def _entity_features(lake: Lake, vocab: DataFrame) -> pd.DataFrame:
+def _codes_of(vocab: DataFrame, field: str) -> dict[str, int]:
+    # A handful of distinct rating values: bounded by the rating scale.
+    return {row["value"]: row["index"] for row in vocab.where(F.col("field") == field).collect()}
+
+
+def _entity_features(lake: Lake, vocab: DataFrame, category_slots: int) -> pd.DataFrame:
     users = lake.read(USERS)
     users = _codes(
         users.select("user_id", "gender", "age", "occupation").withColumnRenamed("user_id", "entity"),
@@ -114,18 +123,15 @@ def _entity_features(lake: Lake, vocab: DataFrame) -> pd.DataFrame:
             "user_occupation": F.col("occupation"),
         },
     )
-    items = lake.read(ITEMS).select(
-        F.col("item_id").alias("entity"), F.get("categories", 0).alias("category"), "brand", "year"
-    )
+    items = lake.read(ITEMS).select(F.col("item_id").alias("entity"), "brand", "year")
     items = _codes(
-        items,
-        vocab,
-        {
-            "item_id": F.col("entity"),
-            "item_category": F.col("category"),
-            "item_brand": F.col("brand"),
-            "item_year": F.col("year"),
-        },
+        items, vocab, {"item_id": F.col("entity"), "item_brand": F.col("brand"), "item_year": F.col("year")}
+    ).join(
+        item_codes(lake, vocab, category_slots).select(
+            F.col("item_id").alias("entity"), F.col("category_codes").alias("item_category")
+        ),
+        "entity",
+        "left",
     )
     user_rows = users.select(F.lit("user").alias("entity_type"), F.col("entity").alias("entity_id"), *USER_FIELDS)
     item_rows = items.select(F.lit("item").alias("entity_type"), F.col("entity").alias("entity_id"), *ITEM_FIELDS)

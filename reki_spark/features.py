@@ -38,7 +38,7 @@ def build_features(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
         lake.overwrite(_histories(positioned), USER_HISTORIES)
         samples = _samples(positioned, lake.read(ITEMS), settings, config.seed)
         lake.overwrite(_with_side_features(samples, lake.read(USERS), lake.read(ITEMS)), SAMPLES)
-        lake.overwrite(_sequences(lake.read(USER_HISTORIES), settings.sequence_max_length), SEQUENCES)
+        lake.overwrite(_sequences(lake.read(USER_HISTORIES)), SEQUENCES)
         positioned.unpersist()
         counts = {table: lake.read(table).count() for table in (PROMPT_WINDOWS, USER_HISTORIES, SAMPLES, SEQUENCES)}
         record.rows_in = interactions.count()
@@ -54,8 +54,9 @@ def prompt_window_size(length: Column, settings: FeaturesConfig) -> Column:
 
 
 def _positioned(interactions: DataFrame, settings: FeaturesConfig) -> DataFrame:
-    """Each interaction with its 0-based position in the user's time order (ties by item id)."""
-    order = Window.partitionBy("user_id").orderBy("ts", "item_id")
+    """Each interaction with its 0-based position in the user's time order; equal timestamps keep
+    the source order (many MovieLens users rate several movies within one second)."""
+    order = Window.partitionBy("user_id").orderBy("ts", "source_line", "item_id")
     length = F.count(F.lit(1)).over(Window.partitionBy("user_id"))
     return interactions.select(
         "*",
@@ -92,8 +93,10 @@ def _samples(positioned: DataFrame, items: DataFrame, settings: FeaturesConfig, 
     # the window and again later must not become a sample, though: a sample's (user, item) is
     # first seen after the window (which also puts the sample itself after it).
     first_seen = F.min("position").over(Window.partitionBy("user_id", "item_id"))
+    # Ratings as one-field structs: collect_list drops nulls, a struct keeps their place.
     observed = (
         positioned.withColumn("history_item_ids", F.collect_list("item_id").over(previous))
+        .withColumn("history_ratings", F.collect_list(F.struct("rating")).over(previous).getField("rating"))
         .withColumn("first_seen", first_seen)
         .where(F.col("first_seen") >= F.col("prompt_window_size"))
     )
@@ -105,6 +108,7 @@ def _samples(positioned: DataFrame, items: DataFrame, settings: FeaturesConfig, 
         "position",
         "rating",
         "history_item_ids",
+        "history_ratings",
         F.coalesce(explicit_label, F.lit(1)).alias("label"),
         F.lit(False).alias("is_sampled_negative"),
     )
@@ -121,7 +125,12 @@ def _sampled_negatives(
     catalogue = with_row_index(items.select("item_id"), "item_index")
     size = items.count()
     draws = implicit.select(
-        "user_id", "ts", "position", "history_item_ids", F.explode(F.sequence(F.lit(1), F.lit(ratio))).alias("draw")
+        "user_id",
+        "ts",
+        "position",
+        "history_item_ids",
+        "history_ratings",
+        F.explode(F.sequence(F.lit(1), F.lit(ratio))).alias("draw"),
     ).where(F.col("draw") <= ratio)  # sequence(1, 0) would count down to [1, 0]
     draws = draws.withColumn(
         "item_index", F.pmod(F.xxhash64(F.lit(seed), F.lit("negative"), "user_id", "position", "draw"), F.lit(size))
@@ -138,6 +147,7 @@ def _sampled_negatives(
             "position",
             F.lit(None).cast("double").alias("rating"),
             "history_item_ids",
+            "history_ratings",
             F.lit(0).alias("label"),
             F.lit(True).alias("is_sampled_negative"),
         )
@@ -160,24 +170,23 @@ def _with_side_features(samples: DataFrame, users: DataFrame, items: DataFrame) 
     )
     item_features = items.select(
         "item_id",
-        F.get(F.col("categories"), 0).alias("item_category"),
+        F.col("categories").alias("item_categories"),
         F.col("brand").alias("item_brand"),
         F.col("year").alias("item_year"),
     )
     return samples.join(user_features, "user_id", "left").join(item_features, "item_id", "left")
 
 
-def _sequences(histories: DataFrame, max_length: int) -> DataFrame:
+def _sequences(histories: DataFrame) -> DataFrame:
     """Leave-one-out: the last item is the test target, the one before it the valid target, the
-    rest (its last `max_length` items) the training prefix. Users with fewer than 3 are left out.
-    Built from the user histories (one row per user) rather than regrouping the interactions."""
+    rest the training prefix. Users with fewer than 3 are left out. Built from the user histories
+    (one row per user) rather than regrouping the interactions."""
     per_user = histories.select("user_id", F.col("item_ids").alias("all_items")).where(F.size("all_items") >= 3)
     prefix = F.slice("all_items", 1, F.size("all_items") - 2)
-    truncated = F.slice(prefix, F.greatest(F.lit(1), F.size(prefix) - max_length + 1), max_length)
     return per_user.select(
         "user_id",
-        truncated.alias("item_ids"),
+        prefix.alias("item_ids"),
         F.element_at("all_items", -2).alias("valid_item_id"),
         F.element_at("all_items", -1).alias("test_item_id"),
-        F.size(truncated).alias("length"),
+        F.size(prefix).alias("length"),
     )

@@ -28,6 +28,7 @@ def _schema(*fields: tuple[str, T.DataType, bool]) -> T.StructType:
 STR, INT, LONG, DOUBLE, BOOL = T.StringType(), T.IntegerType(), T.LongType(), T.DoubleType(), T.BooleanType()
 STR_ARRAY = T.ArrayType(STR, True)
 FLOAT_ARRAY = T.ArrayType(T.FloatType(), True)
+DOUBLE_ARRAY = T.ArrayType(T.DoubleType(), True)
 TIMESTAMP = T.TimestampType()
 
 USERS = "users"
@@ -73,6 +74,9 @@ SCHEMAS: dict[str, T.StructType] = {
         ("rating", DOUBLE, True),
         # seconds since the epoch
         ("ts", LONG, False),
+        # the source line (ingest order): breaks ties between equal timestamps as the data's
+        # own order does (RecBole sorts by time stably); null where the source has no order
+        ("source_line", LONG, True),
     ),
     QUARANTINE: _schema(
         ("target", STR, False),
@@ -118,17 +122,20 @@ SCHEMAS: dict[str, T.StructType] = {
         ("label", INT, False),
         ("is_sampled_negative", BOOL, False),
         ("history_item_ids", STR_ARRAY, False),
+        # the rating of each history item (null where the data has none)
+        ("history_ratings", DOUBLE_ARRAY, False),
         ("user_gender", STR, True),
         ("user_age", INT, True),
         ("user_occupation", STR, True),
-        ("item_category", STR, True),
+        ("item_categories", STR_ARRAY, True),
         ("item_brand", STR, True),
         ("item_year", INT, True),
         ("split", STR, False),
     ),
     SEQUENCES: _schema(
         ("user_id", STR, False),
-        # time-ordered training prefix, truncated from the left to features.sequence_max_length
+        # the whole time-ordered training prefix (training cuts it into windows of
+        # features.sequence_max_length; evaluation reads its last items)
         ("item_ids", STR_ARRAY, False),
         ("valid_item_id", STR, False),
         ("test_item_id", STR, False),
@@ -292,9 +299,11 @@ class Lake:
         return self.spark.read.format("delta").option("versionAsOf", version).load(self.path(table))
 
     def overwrite(self, df: DataFrame, table: str) -> None:
-        """Replace the table's contents: the same inputs give the same rows, in a new version."""
+        """Replace the table's contents: the same inputs give the same rows, in a new version. The
+        schema is replaced too, so a lake written by an older release takes the current one."""
         with self._described(f"overwrite {table}"):
-            conform(df, table).write.format("delta").mode("overwrite").save(self.path(table))
+            writer = conform(df, table).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
+            writer.save(self.path(table))
 
     def append(self, df: DataFrame, table: str) -> None:
         with self._described(f"append {table}"):

@@ -11,6 +11,8 @@ import torch
 
 from reki_spark.models.base import CTR_FIELDS
 
+CATEGORY_FIELD = "item_category"
+
 MODEL_FILE = "model.pt"
 FEATURES_FILE = "entity_features.parquet"
 META_FILE = "export.json"
@@ -27,29 +29,60 @@ class Scorer:
         self.users = features[features["entity_type"] == "user"].set_index("entity_id")[USER_FIELDS]
         self.items = features[features["entity_type"] == "item"].set_index("entity_id")[ITEM_FIELDS]
         self.history_length = int(self.meta["history_length"])
+        self.slots = int(self.meta["category_slots"])
+        self.rating_codes = {float(value): code for value, code in self.meta["rating_codes"].items()}
 
     def _codes(self, table: pd.DataFrame, ids: list[str], fields: list[str]) -> pd.DataFrame:
         # Unknown ids score with the padding code 0, as unseen values did in training.
         return table.reindex(ids)[fields].fillna(0).astype("int64")
 
-    def score(self, user_id: str, item_ids: list[str], history: list[str]) -> list[float]:
-        user = self._codes(self.users, [user_id] * len(item_ids), USER_FIELDS)
-        items = self._codes(self.items, item_ids, ITEM_FIELDS)
+    def _categories(self, ids: list[str]) -> torch.Tensor:
+        """(len(ids), slots) category codes, 0 for unknown items and empty slots."""
+        rows = torch.zeros(len(ids), self.slots, dtype=torch.long)
+        for row, codes in enumerate(self.items[CATEGORY_FIELD].reindex(ids)):
+            if hasattr(codes, "__len__"):  # an unknown item reads as NaN
+                kept = list(codes)[: self.slots]
+                rows[row, : len(kept)] = torch.as_tensor(kept, dtype=torch.long)
+        return rows
+
+    def score(
+        self, user_id: str, item_ids: list[str], history: list[str], ratings: list[float] | None = None
+    ) -> list[float]:
+        """Click probabilities of `item_ids` for the user after `history` (item ids, oldest
+        first) with the ratings the user gave them (None: unknown)."""
+        n = len(item_ids)
+        user = self._codes(self.users, [user_id] * n, USER_FIELDS)
+        single = [f for f in ITEM_FIELDS if f != CATEGORY_FIELD]
+        items = self._codes(self.items, item_ids, single)
+        columns = {**{f: user[f].to_numpy() for f in USER_FIELDS}, **{f: items[f].to_numpy() for f in single}}
+        tensors = {name: torch.as_tensor(columns[name]) for name in CTR_FIELDS if name != CATEGORY_FIELD}
+        tensors[CATEGORY_FIELD] = self._categories(item_ids)
         recent = history[-self.history_length :]
-        codes = self._codes(self.items, recent, ["item_id"])["item_id"].tolist()
-        padded = [0] * (self.history_length - len(codes)) + codes
-        columns = {**{f: user[f].to_numpy() for f in USER_FIELDS}, **{f: items[f].to_numpy() for f in ITEM_FIELDS}}
-        tensors = [torch.as_tensor(columns[name]) for name in CTR_FIELDS]
-        history_tensor = torch.tensor([padded] * len(item_ids), dtype=torch.long)
+        known = (ratings or [None] * len(history))[-self.history_length :]
+        padding = self.history_length - len(recent)
+        item_codes = [0] * padding + self._codes(self.items, recent, ["item_id"])["item_id"].tolist()
+        rating_codes = [0] * padding + [self.rating_codes.get(r, 0) if r is not None else 0 for r in known]
+        categories = torch.cat([torch.zeros(padding, self.slots, dtype=torch.long), self._categories(recent)])
+        inputs = [
+            *(tensors[name] for name in CTR_FIELDS),
+            torch.tensor([item_codes] * n, dtype=torch.long),
+            torch.tensor([rating_codes] * n, dtype=torch.long),
+            categories.unsqueeze(0).expand(n, -1, -1),
+        ]
         with torch.no_grad():
-            return self.model(*tensors, history_tensor).tolist()
+            return self.model(*inputs).tolist()
 
     def rank(
-        self, user_id: str, candidates: list[str], history: list[str] | None = None, top_k: int | None = None
+        self,
+        user_id: str,
+        candidates: list[str],
+        history: list[str] | None = None,
+        ratings: list[float] | None = None,
+        top_k: int | None = None,
     ) -> list[tuple[str, float]]:
         """Candidates ordered by predicted click probability, best first."""
         if not candidates:
             return []
-        scores = self.score(user_id, candidates, history or [])
+        scores = self.score(user_id, candidates, history or [], ratings)
         ranked = sorted(zip(candidates, scores, strict=True), key=lambda pair: pair[1], reverse=True)
         return ranked[:top_k] if top_k else ranked

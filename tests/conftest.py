@@ -73,6 +73,7 @@ TINY = [
     "llm.batch_size=1",
     "llm.commit_rows=2",
     "spark.shuffle_partitions=2",
+    "training.seeds=[1]",
 ]
 
 

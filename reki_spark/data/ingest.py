@@ -155,6 +155,7 @@ def _typed_interactions(
         blank_to_null("item_id").alias("item_id"),
         rating.alias("rating"),
         ts.cast("long").alias("ts"),
+        F.col("_line").alias("source_line"),
         "_source_file",
         "_line",
         "_raw",

@@ -1,18 +1,24 @@
 """The comparison report (`reki report`): `report.md` with mean ± std over seeds per model and
-knowledge setting, each setting's relative gain over the same backbone without knowledge, a PNG
-bar chart, and the cost ledger (LLM calls, tokens, seconds per stage)."""
+knowledge setting, each setting's difference to the same backbone without knowledge with its 95%
+confidence interval and Welch's t-test p-value (called better or worse only at p < 0.05), every
+sequential model's ratio to MostPop, a PNG bar chart, and the cost ledger."""
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import SparkSession
+from scipy import stats
 
 from reki_spark.config import RekiConfig
 from reki_spark.lake import LEDGER, Lake
+from reki_spark.training.loop import MOSTPOP
 from reki_spark.training.train import METRICS_FILE
 
 PRIMARY = {"ctr": "auc", "sequential": "ndcg@10_full"}
@@ -20,11 +26,13 @@ METRIC_COLUMNS = {
     "ctr": ["auc", "logloss"],
     "sequential": ["ndcg@10_full", "recall@10_full", "ndcg@10_sampled99", "recall@10_sampled99"],
 }
-LOWER_IS_BETTER = {"logloss"}
+# A difference is called better or worse only below this p-value; otherwise "no difference shown".
+SIGNIFICANCE = 0.05
 
 
 def summarize(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per (task, model, knowledge, metric): mean, std, seeds, gain over `none`."""
+    """One row per (task, model, knowledge, metric): mean, std, seeds, the per-seed values, the
+    gain over the same backbone's `none`, and (sequential) the ratio to MostPop."""
     frame = pd.DataFrame(records)
     rows = []
     for (task, model, knowledge), group in frame.groupby(["task", "model", "knowledge"], sort=True):
@@ -39,51 +47,116 @@ def summarize(records: list[dict[str, Any]]) -> pd.DataFrame:
                     "mean": values.mean(),
                     "std": values.std(ddof=1) if len(values) > 1 else 0.0,
                     "seeds": len(values),
+                    "values": values.tolist(),
                 }
             )
     summary = pd.DataFrame(rows)
-    baseline = summary[summary["knowledge"] == "none"].set_index(["task", "model", "metric"])["mean"]
-    keys = list(zip(summary["task"], summary["model"], summary["metric"], strict=True))
-    base = pd.Series([baseline.get(k) for k in keys], index=summary.index, dtype="float64")
-    summary["gain_pct"] = (summary["mean"] - base) / base * 100
+    summary["gain_pct"] = (summary["mean"] / _reference(summary, "none") - 1) * 100
+    summary["vs_mostpop"] = summary["mean"] / _reference(summary, MOSTPOP)
     return summary
+
+
+def _reference(summary: pd.DataFrame, reference: str) -> pd.Series:
+    """Per row: the mean of its reference row, `none` of the same backbone or MostPop's."""
+    if reference == MOSTPOP:
+        rows = summary[summary["model"] == MOSTPOP].set_index(["task", "metric"])["mean"]
+        keys = list(zip(summary["task"], summary["metric"], strict=True))
+    else:
+        rows = summary[summary["knowledge"] == reference].set_index(["task", "model", "metric"])["mean"]
+        keys = list(zip(summary["task"], summary["model"], summary["metric"], strict=True))
+    return pd.Series([rows.get(k) for k in keys], index=summary.index, dtype="float64")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A setting against its backbone without knowledge, over seeds: Welch's t-test."""
+
+    difference: float
+    low: float  # 95% confidence interval of the difference
+    high: float
+    p_value: float
+
+    @property
+    def verdict(self) -> str:
+        if math.isnan(self.p_value) or self.p_value >= SIGNIFICANCE:
+            return "no difference shown"
+        return "better" if self.difference > 0 else "worse"
+
+
+def welch(values: list[float], baseline: list[float]) -> Comparison:
+    """Difference of means with its 95% interval (Welch-Satterthwaite degrees of freedom) and the
+    two-sided p-value; NaN where either side has fewer than two seeds."""
+    a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
+    difference = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
+    if len(a) < 2 or len(b) < 2:
+        return Comparison(difference, math.nan, math.nan, math.nan)
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:  # identical seeds on both sides: nothing to test
+        return Comparison(difference, difference, difference, 1.0 if difference == 0 else 0.0)
+    freedom = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    margin = float(stats.t.ppf(0.975, freedom) * math.sqrt(va + vb))
+    p_value = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+    return Comparison(difference, difference - margin, difference + margin, p_value)
+
+
+def comparisons(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every knowledge setting's primary metric against `none` of the same backbone."""
+    rows = []
+    primary = summary[summary["metric"] == summary["task"].map(PRIMARY)]
+    for (task, model), group in primary.groupby(["task", "model"]):
+        none = group[group["knowledge"] == "none"]
+        for _, row in group[group["knowledge"] != "none"].iterrows():
+            if none.empty:
+                continue
+            base = none.iloc[0]
+            result = welch(row["values"], base["values"])
+            rows.append(
+                {
+                    "task": task,
+                    "model": model,
+                    "knowledge": row["knowledge"],
+                    "metric": row["metric"],
+                    "mean": row["mean"],
+                    "none": base["mean"],
+                    "gain_pct": row["gain_pct"],
+                    "seeds": min(row["seeds"], base["seeds"]),
+                    "comparison": result,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def _verdict(summary: pd.DataFrame) -> list[str]:
     lines = []
-    for (task, model), group in summary.groupby(["task", "model"]):
-        primary = group[group["metric"] == PRIMARY[task]]
-        none = primary[primary["knowledge"] == "none"]
-        for _, row in primary[primary["knowledge"] != "none"].iterrows():
-            if none.empty:
-                continue
-            base = none.iloc[0]
-            noise = max(row["std"], base["std"])
-            difference = row["mean"] - base["mean"]
-            if min(row["seeds"], base["seeds"]) < 2:
-                word = "(one seed, so no noise estimate) compared with"
-            else:
-                word = (
-                    "better than" if difference > noise else "worse than" if difference < -noise else "within noise of"
-                )
-            lines.append(
-                f"- {task} {model}: `{row['knowledge']}` is {word} `none` on {PRIMARY[task]} "
-                f"({row['mean']:.4f} vs {base['mean']:.4f}, {row['gain_pct']:+.2f}%, "
-                f"std up to {noise:.4f} over {int(row['seeds'])} seed(s))."
-            )
+    for _, row in comparisons(summary).iterrows():
+        result: Comparison = row["comparison"]
+        stated = (
+            "(fewer than two seeds: no test)"
+            if math.isnan(result.p_value)
+            else f"{result.verdict} (p = {result.p_value:.3g}, Welch's t-test, {int(row['seeds'])} seeds)"
+        )
+        lines.append(
+            f"- {row['task']} {row['model']}: `{row['knowledge']}` vs `none` on {row['metric']}: "
+            f"{row['mean']:.4f} vs {row['none']:.4f}, difference {result.difference:+.4f} "
+            f"[95% CI {result.low:+.4f}, {result.high:+.4f}], {row['gain_pct']:+.2f}%: {stated}."
+        )
     return lines
 
 
 def _table(summary: pd.DataFrame, task: str) -> list[str]:
     part = summary[summary["task"] == task]
     metrics = METRIC_COLUMNS[task]
-    header = "| model | knowledge | seeds | " + " | ".join(metrics) + " | gain in " + PRIMARY[task] + " |"
-    lines = [header, "|" + "---|" * (len(metrics) + 4)]
+    against_pop = task == "sequential" and part["vs_mostpop"].notna().any()
+    extra = " | × MostPop" if against_pop else ""
+    header = "| model | knowledge | seeds | " + " | ".join(metrics) + " | gain in " + PRIMARY[task] + extra + " |"
+    lines = [header, "|" + "---|" * (len(metrics) + 4 + int(against_pop))]
     for (model, knowledge), group in part.groupby(["model", "knowledge"], sort=True):
         by_metric = group.set_index("metric")
         cells = [f"{by_metric.loc[m, 'mean']:.4f} ± {by_metric.loc[m, 'std']:.4f}" for m in metrics]
         gain = by_metric.loc[PRIMARY[task], "gain_pct"]
         gain_text = "—" if knowledge == "none" or pd.isna(gain) else f"{gain:+.2f}%"
+        if against_pop:
+            gain_text += f" | {by_metric.loc[PRIMARY[task], 'vs_mostpop']:.2f}"
         lines.append(
             f"| {model} | {knowledge} | {int(by_metric['seeds'].iloc[0])} | " + " | ".join(cells) + f" | {gain_text} |"
         )

@@ -9,6 +9,7 @@ from reki_spark.models.deepfm import DeepFm
 from reki_spark.models.din import Din
 from reki_spark.models.gru4rec import Gru4Rec
 from reki_spark.models.hein import Hein
+from reki_spark.models.mostpop import MostPop
 from reki_spark.models.sasrec import SasRec
 from reki_spark.models.sequential import SeqModel, SeqSchema
 
@@ -28,6 +29,7 @@ __all__ = [
     "Hein",
     "HeinSettings",
     "KnowledgeTables",
+    "MostPop",
     "SasRec",
     "SeqModel",
     "SeqSchema",

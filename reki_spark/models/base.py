@@ -15,7 +15,7 @@ from reki_spark.models.hein import Hein
 
 Batch = dict[str, torch.Tensor]
 # The CTR categorical fields, in the order the serving module takes them; each names the sample
-# column it reads.
+# column it reads. `item_category` holds all of an item's categories (batch, slots), pooled.
 CTR_FIELDS = [
     "user_id",
     "item_id",
@@ -39,15 +39,32 @@ class HeinSettings:
 DEFAULT_HEIN = HeinSettings()
 
 
+# The vocabulary of the ratings that history items carry (KAR embeds them with the items).
+RATING_FIELD = "history_rating"
+
+
 @dataclass(frozen=True)
 class CtrSchema:
-    """Categorical fields (name -> cardinality, index 0 is padding/unknown) and the history."""
+    """Categorical fields (name -> cardinality, index 0 is padding/unknown) and the history. A
+    history item is its id, its categories (pooled) and, where the data has ratings, its rating."""
 
     fields: dict[str, int]
     history_length: int = 5
+    # Category slots per item (items with more are cut, fewer are padded with 0).
+    category_slots: int = 1
     user_field: str = "user_id"
     item_field: str = "item_id"
+    category_field: str = "item_category"
     side_fields: list[str] = field(default_factory=list)
+
+
+def pooled(embedding: nn.Module, codes: torch.Tensor) -> torch.Tensor:
+    """The embedding of one code per row, or the mean over a row's non-zero codes when a row holds
+    several (a multi-hot field: trailing dimension)."""
+    if codes.dim() == 1:
+        return embedding(codes)
+    present = (codes > 0).unsqueeze(-1).float()
+    return (embedding(codes) * present).sum(-2) / present.sum(-2).clamp(min=1.0)
 
 
 class KnowledgeTables(nn.Module):
@@ -162,16 +179,22 @@ class CtrModel(nn.Module):
 
     @property
     def field_names(self) -> list[str]:
-        return list(self.schema.fields)
+        return [name for name in self.schema.fields if name != RATING_FIELD]
 
     def field_embeddings(self, batch: Batch) -> torch.Tensor:
         """(batch, fields, dim)"""
-        return torch.stack([self.embeddings[name](batch[name]) for name in self.field_names], dim=1)
+        return torch.stack([pooled(self.embeddings[name], batch[name]) for name in self.field_names], dim=1)
 
     def history(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """History item embeddings (batch, length, dim) and their mask (batch, length)."""
+        """History item representations (batch, length, dim) and their mask (batch, length): the
+        item embedding plus its pooled categories and its rating, where the batch has them."""
         items = batch["history"]
-        return self.embeddings[self.schema.item_field](items), (items > 0).float()
+        embedded = self.embeddings[self.schema.item_field](items)
+        if "history_categories" in batch:
+            embedded = embedded + pooled(self.embeddings[self.schema.category_field], batch["history_categories"])
+        if "history_ratings" in batch and RATING_FIELD in self.embeddings:
+            embedded = embedded + self.embeddings[RATING_FIELD](batch["history_ratings"])
+        return embedded, (items > 0).float()
 
     def mean_history(self, batch: Batch) -> torch.Tensor:
         embedded, mask = self.history(batch)

@@ -1,6 +1,14 @@
-"""Base of the sequential backbones (next-item prediction over the whole catalogue). Knowledge:
-HEIN's item vector, projected, is added to every item's representation, and its user vector to
-the user's state, as REKI adds it for SASRec and GRU4Rec."""
+"""Base of the sequential backbones (next-item prediction over the whole catalogue), one interface
+for all of them (RecBole's): `loss(batch)` for training, `scores(sequence, users)` for ranking.
+
+Sequences are left-padded with index 0. Item embeddings are tied with the output layer, as in
+SASRec and RecBole's GRU4Rec, and the output scores use the ID embeddings alone.
+
+Knowledge enters on the input side only (as KAR feeds its adapter output to the backbone's input):
+HEIN's item vector of every input position and HEIN's user vector, each through a projection that
+starts at zero, are added to the embedded inputs before the encoder. A projection at zero makes the
+model start as the plain backbone and learn how much of the knowledge to use; the output table is
+never touched, so items that share a cluster vector stay distinguishable."""
 
 from __future__ import annotations
 
@@ -24,51 +32,85 @@ class SeqModel(nn.Module):
     def __init__(
         self,
         schema: SeqSchema,
-        hidden: int = 64,
+        embedding: int = 64,
         knowledge: KnowledgeTables | None = None,
         hein: HeinSettings = DEFAULT_HEIN,
-        dropout: float = 0.2,
+        loss: str = "full_softmax",
+        sampled_negatives: int = 1000,
     ) -> None:
         super().__init__()
         self.schema = schema
-        self.hidden = hidden
-        self.item_embedding = nn.Embedding(schema.items, hidden, padding_idx=0)
-        self.dropout = nn.Dropout(dropout)
+        self.embedding_dim = embedding
+        self.loss_kind = loss
+        self.sampled_negatives = sampled_negatives
+        self.item_embedding = nn.Embedding(schema.items, embedding, padding_idx=0)
         self.adapter = KnowledgeAdapter(knowledge, hein)
         side = self.adapter.side_dim
-        self.item_knowledge = nn.Linear(side, hidden) if side else None
-        self.user_knowledge = nn.Linear(side, hidden) if side else None
+        self.item_knowledge = _zero_linear(side, embedding) if side else None
+        self.user_knowledge = _zero_linear(side, embedding) if side else None
 
-    def item_table(self) -> torch.Tensor:
-        """(items, hidden): every item's representation, knowledge included."""
-        table = self.item_embedding.weight
-        knowledge = self.adapter.items(torch.arange(self.schema.items, device=table.device))
-        if knowledge is not None and self.item_knowledge is not None:
-            table = table + self.item_knowledge(knowledge) * (
-                torch.arange(len(table), device=table.device) > 0
-            ).unsqueeze(-1)
-        return table
+    def reset_knowledge_projections(self) -> None:
+        """Back to zero after a subclass's own initialisation touched every linear layer."""
+        for projection in (self.item_knowledge, self.user_knowledge):
+            if projection is not None:
+                nn.init.zeros_(projection.weight)
+                nn.init.zeros_(projection.bias)
+
+    def embed_inputs(self, sequence: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """(batch, length, embedding): item embeddings plus the projected knowledge, 0 at padding."""
+        embedded = self.item_embedding(sequence)
+        items = self.adapter.items(sequence.reshape(-1))  # HEIN takes (rows, dimension)
+        if items is not None and self.item_knowledge is not None:
+            embedded = embedded + self.item_knowledge(items).reshape(embedded.shape)
+        user = self.adapter.users(users)
+        if user is not None and self.user_knowledge is not None:
+            embedded = embedded + self.user_knowledge(user).unsqueeze(1)
+        return embedded * (sequence > 0).unsqueeze(-1)
 
     def encode(self, embedded: torch.Tensor, sequence: torch.Tensor) -> torch.Tensor:
-        """(batch, length, hidden) states from embedded items; position t sees items <= t."""
+        """(batch, length, embedding) states; position t sees items <= t only."""
         raise NotImplementedError
 
-    def states(self, sequence: torch.Tensor, users: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
-        states = self.encode(self.dropout(table[sequence]), sequence)
-        knowledge = self.adapter.users(users)
-        if knowledge is not None and self.user_knowledge is not None:
-            states = states + self.user_knowledge(knowledge).unsqueeze(1)
-        return states
+    def states(self, sequence: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        return self.encode(self.embed_inputs(sequence, users), sequence)
 
     def loss(self, batch: Batch) -> torch.Tensor:
-        """Cross-entropy of every next item of the (left-padded) sequence over all items."""
-        sequence = batch["sequence"]
+        """Cross-entropy of every next item of the window (padding targets skipped)."""
+        sequence = trim_padding(batch["sequence"], keep=2)
         inputs, targets = sequence[:, :-1], sequence[:, 1:]
-        table = self.item_table()
-        logits = self.states(inputs, batch["user"], table) @ table.T
-        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=0)
+        present = targets > 0
+        states = self.states(inputs, batch["user"])[present]
+        targets = targets[present]
+        if self.loss_kind == "full_softmax":
+            return F.cross_entropy(states @ self.item_embedding.weight.T, targets)
+        return self._sampled_softmax(states, targets)
+
+    def _sampled_softmax(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The target against uniform negatives shared by the batch; a negative that happens to
+        be the target is masked. Uniform proposals make the logQ correction a constant, so none."""
+        negatives = torch.randint(1, self.schema.items, (self.sampled_negatives,), device=targets.device)
+        weights = self.item_embedding.weight
+        positive = (states * weights[targets]).sum(-1, keepdim=True)
+        negative = states @ weights[negatives].T
+        negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
+        logits = torch.cat([positive, negative], dim=1)
+        return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=targets.device))
 
     def scores(self, sequence: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """(batch, items) scores of every item as the next one after `sequence`."""
-        table = self.item_table()
-        return self.states(sequence, users, table)[:, -1] @ table.T
+        return self.states(trim_padding(sequence, keep=1), users)[:, -1] @ self.item_embedding.weight.T
+
+
+def trim_padding(sequence: torch.Tensor, keep: int) -> torch.Tensor:
+    """Drops the leading columns that are padding in every row (at least `keep` columns stay):
+    a batch of short sequences costs what its longest member costs, not `max_length`."""
+    present = (sequence > 0).any(0).nonzero()
+    first = int(present[0]) if len(present) else sequence.shape[1]
+    return sequence[:, min(first, sequence.shape[1] - keep) :]
+
+
+def _zero_linear(width_in: int, width_out: int) -> nn.Linear:
+    layer = nn.Linear(width_in, width_out)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer

@@ -13,6 +13,9 @@ from torch.nn.functional import embedding
 
 from reki_spark.models.base import CTR_FIELDS, CtrModel, KnowledgeAdapter
 
+# The exported module's positional inputs, in order.
+SERVING_INPUTS = [*CTR_FIELDS, "history", "history_ratings", "history_categories"]
+
 
 class FoldedMlp(nn.Module):
     """An MLP whose first layer takes [x; user 32-d; item 32-d], with the knowledge columns folded:
@@ -114,6 +117,8 @@ class ScoringModule(nn.Module):
         item_brand: torch.Tensor,
         item_year: torch.Tensor,
         history: torch.Tensor,
+        history_ratings: torch.Tensor,
+        history_categories: torch.Tensor,
     ) -> torch.Tensor:
         batch = {
             "user_id": user_id,
@@ -125,11 +130,13 @@ class ScoringModule(nn.Module):
             "item_brand": item_brand,
             "item_year": item_year,
             "history": history,
+            "history_ratings": history_ratings,
+            "history_categories": history_categories,
         }
         return torch.sigmoid(self.model(batch))
 
 
 def export_torchscript(model: CtrModel, example: dict[str, torch.Tensor]) -> torch.jit.ScriptModule:
-    inputs = tuple(example[name] for name in [*CTR_FIELDS, "history"])
+    inputs = tuple(example[name] for name in SERVING_INPUTS)
     with torch.no_grad():
         return torch.jit.trace(ScoringModule(serving_copy(model)).eval(), inputs, check_trace=False)

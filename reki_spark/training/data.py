@@ -13,6 +13,7 @@ from pyspark.sql import functions as F
 
 from reki_spark.frames import union_all, with_row_index
 from reki_spark.lake import (
+    INTERACTIONS,
     ITEM_CLUSTERS,
     ITEMS,
     KNOWLEDGE_VECTORS,
@@ -24,20 +25,29 @@ from reki_spark.lake import (
     VOCAB,
     Lake,
 )
-from reki_spark.models.base import CTR_FIELDS
+from reki_spark.models.base import CTR_FIELDS, RATING_FIELD, CtrSchema
+
+VOCAB_FIELDS = [*CTR_FIELDS, RATING_FIELD]
 
 USER_VIEWS = ["positive", "negative"]
 
 
 def build_vocab(lake: Lake) -> DataFrame:
     """(field, value, index) with index 1.. in value order; 0 is padding and unknown values. User
-    and item ids come from the entity tables, so every entity has an index even without samples."""
+    and item ids and categories come from the entity tables, so every entity has an index even
+    without samples; history ratings from the interactions."""
     samples = lake.read(SAMPLES)
-    sources = {"user_id": lake.read(USERS).select("user_id"), "item_id": lake.read(ITEMS).select("item_id")}
+    items = lake.read(ITEMS)
+    sources = {
+        "user_id": lake.read(USERS).select(F.col("user_id").alias("value")),
+        "item_id": items.select(F.col("item_id").alias("value")),
+        "item_category": items.select(F.explode("categories").alias("value")),
+        RATING_FIELD: lake.read(INTERACTIONS).select(F.col("rating").alias("value")),
+    }
     frames = []
-    for field in CTR_FIELDS:
-        source = sources.get(field, samples.select(field))
-        values = source.select(F.col(field).cast("string").alias("value")).where(F.col("value").isNotNull())
+    for field in VOCAB_FIELDS:
+        source = sources[field] if field in sources else samples.select(F.col(field).alias("value"))
+        values = source.select(F.col("value").cast("string").alias("value")).where(F.col("value").isNotNull())
         ordered = values.distinct().orderBy("value")
         frames.append(
             with_row_index(ordered, "index").select(
@@ -50,7 +60,7 @@ def build_vocab(lake: Lake) -> DataFrame:
 
 def cardinalities(vocab: DataFrame) -> dict[str, int]:
     sizes = {row["field"]: row["n"] + 1 for row in vocab.groupBy("field").agg(F.max("index").alias("n")).collect()}
-    return {field: sizes.get(field, 1) for field in CTR_FIELDS}
+    return {field: sizes.get(field, 1) for field in VOCAB_FIELDS}
 
 
 def encode_field(frame: DataFrame, vocab: DataFrame, field: str, column: Column, alias: str) -> DataFrame:
@@ -79,38 +89,133 @@ def _item_indices(frame: DataFrame, vocab: DataFrame, key: str, array_column: st
     return frame.join(collected, key, "left").withColumn(alias, F.coalesce(alias, F.array().cast("array<int>")))
 
 
-def ctr_view(lake: Lake, vocab: DataFrame, history_length: int) -> DataFrame:
-    """Integer-coded samples: one column per field, hist0..hist{L-1}, label (float), split."""
+def item_codes(lake: Lake, vocab: DataFrame, category_slots: int) -> DataFrame:
+    """Per item id: its index and the codes of its first `category_slots` categories."""
+    categories = vocab.where(F.col("field") == "item_category").select(F.col("value").alias("_c"), "index")
+    items = encode_field(lake.read(ITEMS), vocab, "item_id", F.col("item_id"), "item_index")
+    exploded = items.select("item_id", F.posexplode("categories").alias("_pos", "_c")).where(
+        F.col("_pos") < category_slots
+    )
+    codes = (
+        exploded.join(categories, "_c")
+        .groupBy("item_id")
+        .agg(F.array_sort(F.collect_list(F.struct("_pos", "index"))).getField("index").alias("category_codes"))
+    )
+    return items.join(codes, "item_id", "left").select(
+        "item_id", "item_index", F.coalesce("category_codes", F.array().cast("array<int>")).alias("category_codes")
+    )
+
+
+def _history_codes(samples: DataFrame, vocab: DataFrame, items: DataFrame) -> DataFrame:
+    """(_sample, history_idx, history_rating_idx, history_category_idx): each history item's index,
+    rating code and category codes, in history order."""
+    ratings = vocab.where(F.col("field") == RATING_FIELD).select(F.col("value").alias("_r"), F.col("index"))
+    exploded = samples.select(
+        "_sample", F.posexplode(F.arrays_zip("history_item_ids", "history_ratings")).alias("_pos", "_h")
+    )
+    coded = (
+        exploded.join(items, F.col("_h.history_item_ids") == items["item_id"], "left")
+        .join(ratings, F.col("_h.history_ratings").cast("string") == F.col("_r"), "left")
+        .select(
+            "_sample",
+            "_pos",
+            F.coalesce("item_index", F.lit(0)).alias("i"),
+            F.coalesce("index", F.lit(0)).alias("r"),
+            F.coalesce("category_codes", F.array().cast("array<int>")).alias("c"),
+        )
+    )
+    events = F.array_sort(F.collect_list(F.struct("_pos", "i", "r", "c")))
+    return coded.groupBy("_sample").agg(
+        events.getField("i").alias("history_idx"),
+        events.getField("r").alias("history_rating_idx"),
+        events.getField("c").alias("history_category_idx"),
+    )
+
+
+def _padded_nested(arrays: Column, length: int, slots: int, prefix: str) -> list[Column]:
+    """A left-padded array of code arrays as length x slots scalar columns prefix{i}_{j}."""
+    tail = F.slice(arrays, F.greatest(F.size(arrays) - length + 1, F.lit(1)), length)
+    empty = F.array().cast("array<int>")
+    padded = F.concat(F.array_repeat(empty, F.greatest(F.lit(0), length - F.size(tail))), tail)
+    return [
+        F.coalesce(F.element_at(F.element_at(padded, i + 1), j + 1), F.lit(0)).cast("int").alias(f"{prefix}{i}_{j}")
+        for i in range(length)
+        for j in range(slots)
+    ]
+
+
+def _slot_columns(codes: Column, slots: int, prefix: str) -> list[Column]:
+    return [F.coalesce(F.element_at(codes, j + 1), F.lit(0)).cast("int").alias(f"{prefix}{j}") for j in range(slots)]
+
+
+def ctr_view(lake: Lake, vocab: DataFrame, schema: CtrSchema) -> DataFrame:
+    """Integer-coded samples: one column per single-valued field, the item's category codes
+    cat0..cat{C-1}, the history's items hist{i}, ratings hrat{i} and categories hcat{i}_{j}, label
+    (float), split."""
+    length, slots = schema.history_length, schema.category_slots
     samples = lake.read(SAMPLES).withColumn("_sample", F.monotonically_increasing_id())
+    items = item_codes(lake, vocab, slots)
     encoded = samples
     for field in CTR_FIELDS:
-        encoded = encode_field(encoded, vocab, field, F.col(field), f"{field}__idx")
-    encoded = _item_indices(encoded, vocab, "_sample", "history_item_ids", "history_idx")
+        if field != schema.category_field:
+            encoded = encode_field(encoded, vocab, field, F.col(field), f"{field}__idx")
+    encoded = encoded.join(items.select("item_id", "category_codes"), "item_id", "left")
+    encoded = encoded.join(_history_codes(samples, vocab, items), "_sample", "left")
+    empty = F.array().cast("array<int>")
     return encoded.select(
-        *[F.col(f"{field}__idx").cast("int").alias(field) for field in CTR_FIELDS],
-        *_padded_columns(F.col("history_idx"), history_length, "hist"),
+        *[F.col(f"{field}__idx").cast("int").alias(field) for field in CTR_FIELDS if field != schema.category_field],
+        *_slot_columns(F.col("category_codes"), slots, "cat"),
+        *_padded_columns(F.coalesce("history_idx", empty), length, "hist"),
+        *_padded_columns(F.coalesce("history_rating_idx", empty), length, "hrat"),
+        *_padded_nested(F.coalesce("history_category_idx", F.array().cast("array<array<int>>")), length, slots, "hcat"),
         F.col("label").cast("float").alias("label"),
         "split",
     )
 
 
-def sequence_view(lake: Lake, vocab: DataFrame, max_length: int) -> DataFrame:
-    """Per user: the training sequence (last L+1 prefix items), the valid and test inputs and
-    targets, and the full history length (for excluding seen items when ranking)."""
+def sequence_windows(lake: Lake, vocab: DataFrame, max_length: int) -> DataFrame:
+    """Training rows of the sequential task: every user's prefix cut, from its end, into windows of
+    `max_length` + 1 items that overlap by one item, so each transition (item t -> item t + 1) of
+    every prefix is a target exactly once per epoch. Columns `user`, seq0..seq{max_length}."""
+    encoded = encode_field(lake.read(SEQUENCES), vocab, "user_id", F.col("user_id"), "user")
+    encoded = _item_indices(encoded, vocab, "user_id", "item_ids", "prefix")
+    transitions = F.size("prefix") - 1
+    windows = encoded.where(transitions > 0).select(
+        "user", "prefix", F.explode(F.sequence(F.lit(0), F.ceil(transitions / max_length).cast("int") - 1)).alias("k")
+    )
+    end = F.size("prefix") - F.col("k") * max_length  # 1-based, inclusive
+    start = F.greatest(F.lit(1), end - max_length)
+    window = F.slice("prefix", start, end - start + 1)
+    return windows.select(F.col("user").cast("int").alias("user"), *_padded_columns(window, max_length + 1, "seq"))
+
+
+def sequence_targets(lake: Lake, vocab: DataFrame, max_length: int, split: str) -> DataFrame:
+    """Evaluation rows, one per user: the last `max_length` items before the `split` target
+    (valid: the prefix; test: the prefix and the valid item) as in0..in{max_length-1}, and the
+    target."""
     sequences = lake.read(SEQUENCES)
     encoded = encode_field(sequences, vocab, "user_id", F.col("user_id"), "user")
     encoded = encode_field(encoded, vocab, "item_id", F.col("valid_item_id"), "valid_target")
     encoded = encode_field(encoded, vocab, "item_id", F.col("test_item_id"), "test_target")
     encoded = _item_indices(encoded, vocab, "user_id", "item_ids", "prefix")
-    with_valid = F.concat("prefix", F.array(F.col("valid_target").cast("int")))
+    inputs = F.col("prefix") if split == "valid" else F.concat("prefix", F.array(F.col("valid_target").cast("int")))
     return encoded.select(
         F.col("user").cast("int").alias("user"),
-        *_padded_columns(F.col("prefix"), max_length + 1, "seq"),
-        *_padded_columns(F.col("prefix"), max_length, "valid_in"),
-        *_padded_columns(with_valid, max_length, "test_in"),
-        F.col("valid_target").cast("int").alias("valid_target"),
-        F.col("test_target").cast("int").alias("test_target"),
+        *_padded_columns(inputs, max_length, "in"),
+        F.col(f"{split}_target").cast("int").alias("target"),
     )
+
+
+def item_popularity(lake: Lake, vocab: DataFrame) -> np.ndarray:
+    """Per item index: how often the item occurs in the training prefixes (MostPop's scores)."""
+    sizes = cardinalities(vocab)
+    items = vocab.where(F.col("field") == "item_id").select(F.col("value").alias("item_id"), "index")
+    counts = lake.read(SEQUENCES).select(F.explode("item_ids").alias("item_id")).groupBy("item_id").count()
+    popularity = np.zeros(sizes["item_id"], dtype=np.float32)
+    # One row per item of the catalogue: bounded like the vocabulary.
+    for row in counts.join(items, "item_id").select("index", "count").collect():
+        popularity[row["index"]] = row["count"]
+    return popularity
 
 
 def seen_items(lake: Lake, vocab: DataFrame) -> pd.DataFrame:

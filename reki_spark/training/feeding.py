@@ -5,13 +5,32 @@ the models."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
-from reki_spark.training.data import CTR_FIELDS
+from reki_spark.models.base import CTR_FIELDS
+
+
+def ctr_batch(columns: Mapping[str, Any], history_length: int, slots: int) -> dict[str, torch.Tensor]:
+    """The model's CTR batch from the view's scalar columns (a Petastorm batch or a pandas frame):
+    single-valued fields (batch,), `item_category` (batch, slots), `history` and `history_ratings`
+    (batch, length), `history_categories` (batch, length, slots), `label`."""
+
+    def stacked(names: list[str]) -> torch.Tensor:
+        return torch.stack([torch.as_tensor(np.asarray(columns[name])).long() for name in names], dim=-1)
+
+    batch = {name: torch.as_tensor(np.asarray(columns[name])).long() for name in CTR_FIELDS if name != "item_category"}
+    batch["item_category"] = stacked([f"cat{j}" for j in range(slots)])
+    batch["history"] = stacked([f"hist{i}" for i in range(history_length)])
+    batch["history_ratings"] = stacked([f"hrat{i}" for i in range(history_length)])
+    categories = stacked([f"hcat{i}_{j}" for i in range(history_length) for j in range(slots)])
+    batch["history_categories"] = categories.reshape(len(categories), history_length, slots)
+    batch["label"] = torch.as_tensor(np.asarray(columns["label"])).float()
+    return batch
 
 
 @dataclass
@@ -21,6 +40,12 @@ class PetastormBatches:
     task: str
     width: int  # CTR: history length; sequential: sequence length + 1
     seed: int
+    # Rows pass through a shuffling buffer of this size, so every epoch sees its rows in a new
+    # order (row groups alone would keep the order within each group).
+    shuffle_buffer: int = 0
+    # Sequential rows are regrouped by length across this many batches (see `by_length`).
+    bucket_batches: int = 16
+    category_slots: int = 1  # CTR: category codes per item
 
     @contextlib.contextmanager
     def __call__(self, epoch: int, rank: int, world: int) -> Iterator[Iterator[dict[str, torch.Tensor]]]:
@@ -32,16 +57,43 @@ class PetastormBatches:
             shuffle_row_groups=True,
             seed=self.seed + epoch,
             workers_count=1,
+            shuffling_queue_capacity=self.shuffle_buffer,
         ) as loader:
-            yield (self.model_batch(batch) for batch in loader)
+            batches = (self.model_batch(batch) for batch in loader)
+            if self.task == "sequential":
+                batches = by_length(batches, self.bucket_batches, torch.Generator().manual_seed(self.seed + epoch))
+            yield batches
 
     def model_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.task == "ctr":
-            shaped = {name: batch[name].long() for name in CTR_FIELDS}
-            shaped["history"] = torch.stack([batch[f"hist{i}"].long() for i in range(self.width)], dim=1)
-            shaped["label"] = batch["label"].float()
-            return shaped
+            return ctr_batch(batch, self.width, self.category_slots)
         return {
             "user": batch["user"].long(),
             "sequence": torch.stack([batch[f"seq{i}"].long() for i in range(self.width)], dim=1),
         }
+
+
+def by_length(
+    batches: Iterator[dict[str, torch.Tensor]], group: int, generator: torch.Generator
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Length bucketing: `group` consecutive (already shuffled) batches are pooled, sorted by
+    sequence length, cut back into batches of the same size and yielded in random order. A batch
+    then costs about its rows' own length once the model trims shared padding, instead of the
+    longest window; every row is still seen exactly once."""
+    pending: list[dict[str, torch.Tensor]] = []
+    for batch in batches:
+        pending.append(batch)
+        if len(pending) == group:
+            yield from _regrouped(pending, generator)
+            pending = []
+    if pending:
+        yield from _regrouped(pending, generator)
+
+
+def _regrouped(batches: list[dict[str, torch.Tensor]], generator: torch.Generator) -> Iterator[dict[str, torch.Tensor]]:
+    size = len(batches[0]["sequence"])
+    pooled = {name: torch.cat([b[name] for b in batches]) for name in batches[0]}
+    order = (pooled["sequence"] > 0).sum(1).argsort(stable=True)
+    pieces = [order[i : i + size] for i in range(0, len(order), size)]
+    for piece in torch.randperm(len(pieces), generator=generator).tolist():
+        yield {name: column[pieces[piece]] for name, column in pooled.items()}

@@ -29,10 +29,20 @@ from reki_spark.evaluation.metrics import (
     sampled_candidates,
     target_ranks,
 )
-from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, HeinSettings, KnowledgeTables, SeqSchema
-from reki_spark.training.data import CTR_FIELDS, KnowledgeArrays
+from reki_spark.models import (
+    CTR_MODELS,
+    SEQUENTIAL_MODELS,
+    CtrSchema,
+    HeinSettings,
+    KnowledgeTables,
+    MostPop,
+    SeqSchema,
+)
+from reki_spark.training.data import KnowledgeArrays
+from reki_spark.training.feeding import ctr_batch
 
 CRASH_AFTER_STEPS_ENV = "REKI_FAULT_CRASH_AFTER_STEPS"
+MOSTPOP = "mostpop"
 LoaderFactory = Callable[[int, int, int], contextlib.AbstractContextManager[Iterable[dict[str, torch.Tensor]]]]
 
 
@@ -47,9 +57,11 @@ class ModelSpec:
     schema: CtrSchema | SeqSchema
     knowledge_arrays: KnowledgeArrays | None
     checkpoint_dir: str
-    embedding_dim: int = 32
-    sequence_hidden: int = 64
+    # The model constructor's keyword arguments (its block in the config).
+    params: dict[str, Any] = field(default_factory=dict)
     hein: HeinSettings = field(default_factory=HeinSettings)
+    # MostPop only: per item index, its count in the training split.
+    popularity: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -74,15 +86,15 @@ class TrainJob(ModelSpec):
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
+    if spec.model == MOSTPOP:
+        assert isinstance(spec.schema, SeqSchema)
+        return MostPop(spec.schema, spec.popularity)
     knowledge = None
     if spec.knowledge_arrays is not None:
         arrays = spec.knowledge_arrays
         knowledge = KnowledgeTables(arrays.item_vectors, arrays.item_rows, arrays.user_vectors, arrays.user_rows)
-    if spec.task == "ctr":
-        return CTR_MODELS[spec.model](
-            spec.schema, embedding_dim=spec.embedding_dim, knowledge=knowledge, hein=spec.hein
-        )
-    return SEQUENTIAL_MODELS[spec.model](spec.schema, hidden=spec.sequence_hidden, knowledge=knowledge, hein=spec.hein)
+    models = CTR_MODELS if spec.task == "ctr" else SEQUENTIAL_MODELS
+    return models[spec.model](spec.schema, knowledge=knowledge, hein=spec.hein, **spec.params)
 
 
 def _distributed() -> tuple[int, int]:
@@ -109,6 +121,8 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
     torch.manual_seed(job.seed)
     np.random.seed(job.seed)
     model = build_model(job)
+    if job.model == MOSTPOP:
+        return _counted_baseline(job, model) if rank == 0 else {}
     optimizer = torch.optim.AdamW(model.parameters(), lr=job.learning_rate, weight_decay=job.weight_decay)
     steps_per_epoch = max(1, math.ceil(job.train_rows / (job.batch_size * world)))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=job.epochs * steps_per_epoch)
@@ -121,6 +135,7 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
     crash_after = int(os.environ.get(CRASH_AFTER_STEPS_ENV, "0")) or None
     while not state["finished"] and state["epoch"] < job.epochs:
         epoch = state["epoch"]
+        epoch_started = time.perf_counter()
         model.train()
         with job.open_loader(epoch, rank, world) as batches, _joined(trained, world):
             for batch in batches:
@@ -133,7 +148,7 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
                 if crash_after is not None and state["steps"] >= crash_after:
                     os._exit(3)
         state["epoch"] = epoch + 1
-        stop = _end_of_epoch(job, model, state, rank)
+        stop = _end_of_epoch(job, model, state, rank, time.perf_counter() - epoch_started)
         if world > 1:
             flag = torch.tensor([1 if stop else 0])
             dist.broadcast(flag, src=0)
@@ -151,10 +166,7 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
         state["finished"] = True
         _save(job, model, optimizer, scheduler, state)
     return {
-        "task": job.task,
-        "model": job.model,
-        "knowledge": job.knowledge,
-        "seed": job.seed,
+        **identity(job),
         **state["test"],
         "best_epoch": state["best_epoch"],
         "epochs_trained": state["epoch"],
@@ -163,6 +175,24 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
         "processes": world,
         "replica_checksums": checksums,
     }
+
+
+def _counted_baseline(job: TrainJob, model: nn.Module) -> dict[str, Any]:
+    """A model with nothing to learn: scored on test as it is, by the same evaluation code."""
+    started = time.perf_counter()
+    return {
+        **identity(job),
+        **evaluate(job, model, job.test, "test"),
+        "best_epoch": 0,
+        "epochs_trained": 0,
+        "steps": 0,
+        "train_seconds": round(time.perf_counter() - started, 2),
+        "processes": 1,
+    }
+
+
+def identity(spec: ModelSpec) -> dict[str, Any]:
+    return {"task": spec.task, "model": spec.model, "knowledge": spec.knowledge, "seed": spec.seed}
 
 
 def _replica_checksums(model: nn.Module, world: int) -> list[float]:
@@ -190,7 +220,7 @@ def _joined(trained: nn.Module, world: int) -> Iterator[None]:
         yield
 
 
-def _end_of_epoch(job: TrainJob, model: nn.Module, state: dict[str, Any], rank: int) -> bool:
+def _end_of_epoch(job: TrainJob, model: nn.Module, state: dict[str, Any], rank: int, seconds: float) -> bool:
     """Rank 0 scores the validation split and decides whether to stop early."""
     if rank != 0:
         return False
@@ -207,7 +237,7 @@ def _end_of_epoch(job: TrainJob, model: nn.Module, state: dict[str, Any], rank: 
         state["bad_epochs"] += 1
     print(
         f"[{job.name}] epoch {state['epoch']}: valid {score:.4f} (best {state['best_score']:.4f} "
-        f"at epoch {state['best_epoch']})",
+        f"at epoch {state['best_epoch']}), {seconds:.1f} s",
         flush=True,
     )
     return state["bad_epochs"] >= job.patience
@@ -257,7 +287,9 @@ def _save(
 
 
 def best_model(spec: ModelSpec) -> nn.Module:
-    """The best epoch's model of a finished run, from its checkpoint."""
+    """The best epoch's model of a finished run, from its checkpoint (MostPop has none)."""
+    if spec.model == MOSTPOP:
+        return build_model(spec)
     path = _checkpoint_path(spec)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint for {spec.name} under {spec.checkpoint_dir}: run `reki train` first")
@@ -267,20 +299,16 @@ def best_model(spec: ModelSpec) -> nn.Module:
     return model
 
 
-def ctr_batch(frame: pd.DataFrame, history_length: int) -> dict[str, torch.Tensor]:
-    batch = {name: torch.as_tensor(frame[name].to_numpy(), dtype=torch.long) for name in CTR_FIELDS}
-    batch["history"] = torch.as_tensor(frame[[f"hist{i}" for i in range(history_length)]].to_numpy(), dtype=torch.long)
-    batch["label"] = torch.as_tensor(frame["label"].to_numpy(), dtype=torch.float32)
-    return batch
-
-
 @torch.no_grad()
 def evaluate(job: TrainJob, model: nn.Module, frame: pd.DataFrame, split: str) -> dict[str, float]:
     model.eval()
     if job.task == "ctr":
         assert isinstance(job.schema, CtrSchema)
+        schema = job.schema
         probabilities = [
-            torch.sigmoid(model(ctr_batch(frame.iloc[i : i + job.eval_batch_size], job.schema.history_length)))
+            torch.sigmoid(
+                model(ctr_batch(frame.iloc[i : i + job.eval_batch_size], schema.history_length, schema.category_slots))
+            )
             for i in range(0, len(frame), job.eval_batch_size)
         ]
         return ctr_metrics(frame["label"].to_numpy(), torch.cat(probabilities).numpy())
@@ -289,19 +317,14 @@ def evaluate(job: TrainJob, model: nn.Module, frame: pd.DataFrame, split: str) -
 
 def _ranking(job: TrainJob, model: nn.Module, frame: pd.DataFrame, split: str) -> dict[str, float]:
     assert isinstance(job.schema, SeqSchema) and job.seen is not None
-    prefix, target_column, seen_column = (
-        ("valid_in", "valid_target", "before_valid") if split == "valid" else ("test_in", "test_target", "before_test")
-    )
-    seen = job.seen.set_index("user")[seen_column]
+    seen = job.seen.set_index("user")["before_valid" if split == "valid" else "before_test"]
     generator = torch.Generator().manual_seed(job.seed)
     full, sampled = [], []
     for start in range(0, len(frame), job.eval_batch_size):
         part = frame.iloc[start : start + job.eval_batch_size]
-        sequence = torch.as_tensor(
-            part[[f"{prefix}{i}" for i in range(job.schema.max_length)]].to_numpy(), dtype=torch.long
-        )
+        sequence = torch.as_tensor(part[[f"in{i}" for i in range(job.schema.max_length)]].to_numpy(), dtype=torch.long)
         users = torch.as_tensor(part["user"].to_numpy(), dtype=torch.long)
-        targets = torch.as_tensor(part[target_column].to_numpy(), dtype=torch.long)
+        targets = torch.as_tensor(part["target"].to_numpy(), dtype=torch.long)
         scores = model.scores(sequence, users)
         excluded = torch.zeros_like(scores, dtype=torch.bool)
         excluded[:, 0] = True

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -21,15 +24,18 @@ from reki_spark.lake import VOCAB, Lake
 from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS, CtrSchema, HeinSettings, SeqSchema
 from reki_spark.training.data import (
+    KnowledgeArrays,
     build_vocab,
     cardinalities,
     ctr_view,
+    item_popularity,
     knowledge_arrays,
     seen_items,
-    sequence_view,
+    sequence_targets,
+    sequence_windows,
 )
 from reki_spark.training.feeding import PetastormBatches
-from reki_spark.training.loop import ModelSpec, TrainJob, best_model, evaluate, train_worker
+from reki_spark.training.loop import MOSTPOP, ModelSpec, TrainJob, best_model, evaluate, identity, train_worker
 
 METRICS_FILE = "metrics.json"
 
@@ -53,7 +59,7 @@ def evaluate_runs(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any
     results = []
     for job in _jobs(spark, config):
         metrics = evaluate(job, best_model(job), job.test, "test")
-        results.append({"task": job.task, "model": job.model, "knowledge": job.knowledge, "seed": job.seed, **metrics})
+        results.append({**identity(job), **metrics})
     print(f"metrics: {write_metrics(config.output, results)}")
     return results
 
@@ -84,47 +90,77 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
         mode: None if mode == "none" else knowledge_arrays(lake, vocab, mode, config.encoder.model)
         for mode in training.knowledge
     }
-    hein = HeinSettings(training.hein.shared_experts, training.hein.dedicated_experts)
-    common = {
-        "checkpoint_dir": str(output / "checkpoints"),
-        "epochs": training.epochs,
-        "patience": training.patience,
-        "eval_batch_size": training.eval_batch_size,
-        "learning_rate": training.learning_rate,
-        "weight_decay": training.weight_decay,
-        "embedding_dim": training.embedding_dim,
-        "sequence_hidden": training.sequence_hidden,
-        "hein": hein,
-    }
     for task, models in _tasks(training.models).items():
-        view, schema, width, seen = _task_view(lake, vocab, sizes, task, config)
+        view = _task_view(lake, vocab, sizes, task, config)
         # Whole row groups are the shards: at least two files per process keeps every rank busy.
-        train_rows = view.where(F.col("split") == "train").drop("split")
-        converter = make_spark_converter(train_rows.repartition(2 * training.num_processes))
-        valid, test = (view.where(F.col("split") == split).drop("split").toPandas() for split in ("valid", "test"))
+        converter = make_spark_converter(view.train.repartition(2 * training.num_processes))
         try:
             for model in models:
-                for mode, knowledge in arrays.items():
+                # MostPop carries no knowledge: it is counted once per seed, beside every setting.
+                for mode, knowledge in ({"none": None} if model == MOSTPOP else arrays).items():
                     for seed in training.seeds:
-                        batch_size = training.batch_size if task == "ctr" else training.sequence_batch_size
-                        loader = PetastormBatches(converter, batch_size, task, width, seed)
-                        yield TrainJob(
-                            task=task,
-                            model=model,
-                            knowledge=mode,
-                            seed=seed,
-                            schema=schema,
-                            knowledge_arrays=knowledge,
-                            open_loader=loader,
-                            train_rows=len(converter),
-                            batch_size=batch_size,
-                            valid=valid,
-                            test=test,
-                            seen=seen,
-                            **common,
-                        )
+                        yield _train_job(config, view, converter, model, mode, knowledge, seed)
         finally:
             converter.delete()
+
+
+def _train_job(
+    config: RekiConfig,
+    view: TaskView,
+    converter: Any,
+    model: str,
+    mode: str,
+    knowledge: KnowledgeArrays | None,
+    seed: int,
+) -> TrainJob:
+    training = config.training
+    settings = training.optimisation(model)
+    loader = PetastormBatches(
+        converter,
+        settings["batch_size"],
+        view.task,
+        view.width,
+        seed,
+        training.shuffle_buffer,
+        category_slots=getattr(view.schema, "category_slots", 1),
+    )
+    return TrainJob(
+        **_spec_fields(config, view.task, model, mode, seed, view.schema, knowledge),
+        popularity=view.popularity,
+        open_loader=loader,
+        train_rows=len(converter),
+        valid=view.valid,
+        test=view.test,
+        seen=view.seen,
+        eval_batch_size=training.eval_batch_size,
+        **settings,
+    )
+
+
+def _spec_fields(
+    config: RekiConfig,
+    task: str,
+    model: str,
+    mode: str,
+    seed: int,
+    schema: CtrSchema | SeqSchema,
+    knowledge: KnowledgeArrays | None,
+) -> dict[str, Any]:
+    training = config.training
+    params = training.block(model).architecture() if model != MOSTPOP else {}
+    if task == "ctr":
+        params["embedding_dim"] = training.embedding_dim
+    return {
+        "task": task,
+        "model": model,
+        "knowledge": mode,
+        "seed": seed,
+        "schema": schema,
+        "knowledge_arrays": knowledge,
+        "checkpoint_dir": str(Path(config.output).resolve() / "checkpoints"),
+        "params": params,
+        "hein": HeinSettings(training.hein.shared_experts, training.hein.dedicated_experts),
+    }
 
 
 def _tasks(models: list[str]) -> dict[str, list[str]]:
@@ -134,24 +170,44 @@ def _tasks(models: list[str]) -> dict[str, list[str]]:
     return tasks
 
 
-def _task_view(lake: Lake, vocab: DataFrame, sizes: dict[str, int], task: str, config: RekiConfig) -> tuple:
+def ctr_schema(config: RekiConfig, sizes: dict[str, int]) -> CtrSchema:
+    features = config.features
+    return CtrSchema(fields=sizes, history_length=features.history_length, category_slots=features.category_slots)
+
+
+@dataclass
+class TaskView:
+    """One task's data: the train rows Petastorm feeds, the valid and test rows, and what the
+    task's evaluation needs besides."""
+
+    task: str
+    schema: CtrSchema | SeqSchema
+    width: int  # CTR: history length; sequential: window length (max_length + 1)
+    train: DataFrame
+    valid: pd.DataFrame
+    test: pd.DataFrame
+    seen: pd.DataFrame | None = None
+    popularity: np.ndarray | None = None
+
+
+def _task_view(lake: Lake, vocab: DataFrame, sizes: dict[str, int], task: str, config: RekiConfig) -> TaskView:
     if task == "ctr":
-        length = config.features.history_length
-        schema = CtrSchema(fields=sizes, history_length=length)
-        return ctr_view(lake, vocab, length), schema, length, None
+        schema = ctr_schema(config, sizes)
+        view = ctr_view(lake, vocab, schema)
+        valid, test = (view.where(F.col("split") == split).drop("split").toPandas() for split in ("valid", "test"))
+        train_rows = view.where(F.col("split") == "train").drop("split")
+        return TaskView(task, schema, schema.history_length, train_rows, valid, test)
     length = config.features.sequence_max_length
-    schema = SeqSchema(items=sizes["item_id"], users=sizes["user_id"], max_length=length)
-    sequences = sequence_view(lake, vocab, length)
     # Leave-one-out: every user trains on its prefix and is scored on its valid and test items.
-    view = union_splits(sequences)
-    return view, schema, length + 1, seen_items(lake, vocab)
-
-
-def union_splits(sequences: DataFrame) -> DataFrame:
-    return (
-        sequences.withColumn("split", F.lit("train"))
-        .unionByName(sequences.withColumn("split", F.lit("valid")))
-        .unionByName(sequences.withColumn("split", F.lit("test")))
+    return TaskView(
+        task,
+        SeqSchema(items=sizes["item_id"], users=sizes["user_id"], max_length=length),
+        length + 1,
+        sequence_windows(lake, vocab, length),
+        sequence_targets(lake, vocab, length, "valid").toPandas(),
+        sequence_targets(lake, vocab, length, "test").toPandas(),
+        seen=seen_items(lake, vocab),
+        popularity=item_popularity(lake, vocab),
     )
 
 
@@ -174,18 +230,6 @@ def model_spec(spark: SparkSession, config: RekiConfig, model: str, knowledge: s
         raise ValueError(f"export supports the CTR backbones {sorted(CTR_MODELS)}, not {model}")
     lake = Lake(spark, config.lake)
     vocab = lake.read(VOCAB)
-    training = config.training
-    return ModelSpec(
-        task="ctr",
-        model=model,
-        knowledge=knowledge,
-        seed=seed,
-        schema=CtrSchema(fields=cardinalities(vocab), history_length=config.features.history_length),
-        knowledge_arrays=None
-        if knowledge == "none"
-        else knowledge_arrays(lake, vocab, knowledge, config.encoder.model),
-        checkpoint_dir=str(Path(config.output).resolve() / "checkpoints"),
-        embedding_dim=training.embedding_dim,
-        sequence_hidden=training.sequence_hidden,
-        hein=HeinSettings(training.hein.shared_experts, training.hein.dedicated_experts),
-    )
+    schema = ctr_schema(config, cardinalities(vocab))
+    arrays = None if knowledge == "none" else knowledge_arrays(lake, vocab, knowledge, config.encoder.model)
+    return ModelSpec(**_spec_fields(config, "ctr", model, knowledge, seed, schema, arrays))

@@ -73,7 +73,9 @@ def test_features_tables_and_invariants(sample_lake):
     assert ordered == 0
     sequences = lake.read(SEQUENCES)
     assert sequences.count() == 150
-    assert sequences.where(F.col("length") > config.features.sequence_max_length).count() == 0
+    # The training prefix is the whole history but the two leave-one-out targets.
+    with_length = sequences.join(histories.select("user_id", F.col("length").alias("all")), "user_id")
+    assert with_length.where(F.col("length") != F.col("all") - 2).count() == 0
     # The last interaction of each user is its test target.
     last = histories.select("user_id", F.element_at("item_ids", -1).alias("last"))
     assert sequences.join(last, "user_id").where(F.col("test_item_id") != F.col("last")).count() == 0

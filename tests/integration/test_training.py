@@ -18,13 +18,14 @@ from reki_spark.evaluation.report import write_report
 from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS
 from reki_spark.training.data import CTR_FIELDS
 from reki_spark.training.feeding import PetastormBatches
-from reki_spark.training.loop import CRASH_AFTER_STEPS_ENV
+from reki_spark.training.loop import CRASH_AFTER_STEPS_ENV, MOSTPOP
 from reki_spark.training.train import train
 from tests.conftest import tiny_config
 from tests.paths import REPO
 
 pytestmark = pytest.mark.integration
 ALL_MODELS = sorted(CTR_MODELS) + sorted(SEQUENTIAL_MODELS)
+ONE_EPOCH = ["training.epochs=1", *[f"training.{name}.epochs=1" for name in SEQUENTIAL_MODELS]]
 
 
 @pytest.fixture()
@@ -36,12 +37,15 @@ def trained_lake(knowledge_lake, tmp_path) -> Path:
 
 def test_every_backbone_trains_with_and_without_knowledge(spark, trained_lake):
     config = tiny_config(
-        trained_lake, f"training.models={json.dumps(ALL_MODELS)}", "training.epochs=1", "training.batch_size=256"
+        trained_lake,
+        f"training.models={json.dumps([*ALL_MODELS, MOSTPOP])}",
+        "training.batch_size=256",
+        *ONE_EPOCH,
     )
     results = train(spark, config)
     assert {(r["model"], r["knowledge"]) for r in results} == {
         (m, k) for m in ALL_MODELS for k in ("none", "collective")
-    }
+    } | {(MOSTPOP, "none")}
     for record in results:
         if record["task"] == "ctr":
             assert 0.0 <= record["auc"] <= 1.0 and math.isfinite(record["logloss"])
@@ -49,12 +53,14 @@ def test_every_backbone_trains_with_and_without_knowledge(spark, trained_lake):
             for metric in ("ndcg@10_full", "recall@10_full", "ndcg@10_sampled99", "recall@10_sampled99"):
                 assert 0.0 <= record[metric] <= 1.0
             assert record["recall@10_sampled99"] >= record["recall@10_full"]  # 100 candidates, not 48
-        assert record["steps"] > 0 and record["epochs_trained"] == 1
+        trained = record["model"] != MOSTPOP
+        assert (record["steps"] > 0 and record["epochs_trained"] == 1) == trained
     stored = json.loads((Path(config.output) / "metrics.json").read_text())
-    assert len(stored) == len(ALL_MODELS) * 2
+    assert len(stored) == len(ALL_MODELS) * 2 + 1
     report = write_report(spark, config)
     text = report.read_text()
     assert "| din | collective | 1 |" in text and "## Cost ledger" in text and "| extract |" in text
+    assert "| mostpop | none | 1 |" in text and "× MostPop" in text
     assert (Path(config.output) / "comparison.png").stat().st_size > 1000
 
 

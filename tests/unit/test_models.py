@@ -95,7 +95,7 @@ def test_serving_copy_scores_like_the_trained_model_without_running_hein(name):
 def test_sequential_backbones_score_every_item(name, with_knowledge):
     torch.manual_seed(0)
     schema = SeqSchema(items=10, users=8, max_length=6)
-    model = SEQUENTIAL_MODELS[name](schema, hidden=16, knowledge=_knowledge(views=2) if with_knowledge else None)
+    model = SEQUENTIAL_MODELS[name](schema, embedding=16, knowledge=_knowledge(views=2) if with_knowledge else None)
     sequence = torch.tensor([[0, 0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 9]])
     loss = model.loss({"sequence": sequence, "user": torch.tensor([1, 2])})
     loss.backward()
