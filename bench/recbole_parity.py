@@ -131,7 +131,6 @@ def recbole_run(
         "model": "recbole-sasrec",
         "seed": seed,
         **evaluate(job, scorer, split["test"], "test"),
-        "best_epoch": trainer.best_valid_result and trainer.cur_step,
         "epochs_trained": epochs,
         "seconds_per_epoch": seconds / epochs,
     }

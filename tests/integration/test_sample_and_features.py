@@ -66,7 +66,10 @@ def test_features_tables_and_invariants(sample_lake):
     assert samples.where(F.size("history_item_ids") > config.features.history_length).count() == 0
     assert samples.join(lake.read(PROMPT_WINDOWS).select("user_id", "item_id"), ["user_id", "item_id"]).count() == 0
     assert samples.groupBy("user_id").agg(F.countDistinct("split").alias("n")).where("n > 1").count() == 0
-    assert samples.where(F.col("user_gender").isNull() | F.col("item_category").isNull()).count() == 0
+    assert samples.where(F.col("user_gender").isNull() | (F.size("item_categories") == 0)).count() == 0
+    # Every history item carries its rating (the sample data is all explicit feedback).
+    unrated = samples.where(F.size("history_ratings") != F.size("history_item_ids"))
+    assert unrated.count() == 0 and samples.where(F.exists("history_ratings", lambda r: r.isNull())).count() == 0
     histories = lake.read(USER_HISTORIES)
     assert histories.count() == 150
     ordered = histories.where(F.col("timestamps") != F.array_sort("timestamps")).count()

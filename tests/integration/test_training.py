@@ -85,14 +85,16 @@ def test_petastorm_feeds_every_row_once_per_epoch_across_two_ranks(spark, tmp_pa
 
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, (tmp_path / "cache").as_uri())
     rows = 2_000
+    history = [f"{prefix}{i}" for prefix in ("hist", "hrat") for i in range(5)] + [f"hcat{i}_0" for i in range(5)]
     frame = spark.range(rows).select(
         F.col("id").cast("int").alias("user_id"),
-        *[F.lit(1).alias(name) for name in CTR_FIELDS if name != "user_id"],
-        *[F.lit(0).alias(f"hist{i}") for i in range(5)],
+        *[F.lit(1).alias(name) for name in CTR_FIELDS if name not in ("user_id", "item_category")],
+        F.lit(1).alias("cat0"),
+        *[F.lit(0).alias(name) for name in history],
         F.lit(1.0).cast("float").alias("label"),
     )
     converter = make_spark_converter(frame.repartition(4))
-    batches = PetastormBatches(converter, batch_size=128, task="ctr", width=5, seed=1)
+    batches = PetastormBatches(converter, batch_size=128, task="ctr", width=5, seed=1, shuffle_buffer=500)
     try:
         for epoch in range(2):
             seen: list[int] = []
