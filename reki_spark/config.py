@@ -245,8 +245,9 @@ class Gru4RecConfig(SequentialBlock):
 
 class TrainingConfig(_Strict):
     # CTR backbones (din, dcnv2, deepfm, autoint) train on `samples`; sequential ones (sasrec,
-    # gru4rec) on `sequences`, where `mostpop` (training popularity, nothing learned) is the
-    # baseline every report compares them with. Every model runs once per knowledge setting and seed.
+    # gru4rec) on `sequences`, where `mostpop` (training popularity, nothing learned; added
+    # whenever a sequential model runs) is the baseline every report compares them with. Every
+    # model runs once per knowledge setting and seed.
     models: list[Literal["din", "dcnv2", "deepfm", "autoint", "sasrec", "gru4rec", "mostpop"]] = ["din"]
     knowledge: list[Literal["none", "individual", "collective"]] = ["none", "collective"]
     seeds: list[int] = [1, 2, 3, 4, 5]

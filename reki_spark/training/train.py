@@ -164,9 +164,13 @@ def _spec_fields(
 
 
 def _tasks(models: list[str]) -> dict[str, list[str]]:
+    """Models per task; a sequential task always carries MostPop, so that every report can show
+    each backbone against it."""
     tasks: dict[str, list[str]] = {}
     for model in models:
         tasks.setdefault("ctr" if model in CTR_MODELS else "sequential", []).append(model)
+    if "sequential" in tasks and MOSTPOP not in tasks["sequential"]:
+        tasks["sequential"].append(MOSTPOP)
     return tasks
 
 
