@@ -38,6 +38,8 @@ def main() -> None:
             "training.knowledge=[none]",
         ],
     )
+    # The commit the run starts from: later commits made while it trains do not produce it.
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     spark = get_spark(config)
     if not (work / "lake" / "sequences").exists():
         ingest(spark, config)
@@ -48,7 +50,6 @@ def main() -> None:
     target.mkdir(parents=True, exist_ok=True)
     for name in ("metrics.json", "report.md", "comparison.png"):
         shutil.copy(Path(config.output) / name, target / name)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     (target / "COMMIT").write_text(commit + "\n")
     print(f"results: {target} (commit {commit})")
 
