@@ -137,8 +137,9 @@ def _verdict(summary: pd.DataFrame) -> list[str]:
         )
         lines.append(
             f"- {row['task']} {row['model']}: `{row['knowledge']}` vs `none` on {row['metric']}: "
-            f"{row['mean']:.4f} vs {row['none']:.4f}, difference {result.difference:+.4f} "
-            f"[95% CI {result.low:+.4f}, {result.high:+.4f}], {row['gain_pct']:+.2f}%: {stated}."
+            f"{row['mean']:.4f} vs {row['none']:.4f}, difference {result.difference:+.4f}"
+            + ("" if math.isnan(result.low) else f" [95% CI {result.low:+.4f}, {result.high:+.4f}]")
+            + f", {row['gain_pct']:+.2f}%: {stated}."
         )
     return lines
 
