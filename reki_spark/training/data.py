@@ -78,11 +78,14 @@ def _padded_columns(items: Column, length: int, prefix: str) -> list[Column]:
     return [F.element_at(padded, i + 1).cast("int").alias(f"{prefix}{i}") for i in range(length)]
 
 
-def _item_indices(frame: DataFrame, vocab: DataFrame, key: str, array_column: str, alias: str) -> DataFrame:
-    """Replaces an array of item ids with the array of their indices, order kept."""
-    items = vocab.where(F.col("field") == "item_id").select(F.col("value").alias("_item"), F.col("index"))
+def _item_indices(
+    frame: DataFrame, vocab: DataFrame, key: str, array_column: str, alias: str, field: str = "item_id"
+) -> DataFrame:
+    """Replaces an array of `field` values (item ids by default) with the array of their codes,
+    order kept (0 where unknown)."""
+    codes = vocab.where(F.col("field") == field).select(F.col("value").alias("_item"), F.col("index"))
     exploded = frame.select(key, F.posexplode(array_column).alias("_pos", "_item"))
-    mapped = exploded.join(items, "_item", "left").select(key, "_pos", F.coalesce("index", F.lit(0)).alias("index"))
+    mapped = exploded.join(codes, "_item", "left").select(key, "_pos", F.coalesce("index", F.lit(0)).alias("index"))
     collected = mapped.groupBy(key).agg(
         F.array_sort(F.collect_list(F.struct("_pos", "index"))).getField("index").alias(alias)
     )
@@ -91,19 +94,11 @@ def _item_indices(frame: DataFrame, vocab: DataFrame, key: str, array_column: st
 
 def item_codes(lake: Lake, vocab: DataFrame, category_slots: int) -> DataFrame:
     """Per item id: its index and the codes of its first `category_slots` categories."""
-    categories = vocab.where(F.col("field") == "item_category").select(F.col("value").alias("_c"), "index")
-    items = encode_field(lake.read(ITEMS), vocab, "item_id", F.col("item_id"), "item_index")
-    exploded = items.select("item_id", F.posexplode("categories").alias("_pos", "_c")).where(
-        F.col("_pos") < category_slots
+    items = encode_field(lake.read(ITEMS), vocab, "item_id", F.col("item_id"), "item_index").withColumn(
+        "_kept", F.slice("categories", 1, category_slots)
     )
-    codes = (
-        exploded.join(categories, "_c")
-        .groupBy("item_id")
-        .agg(F.array_sort(F.collect_list(F.struct("_pos", "index"))).getField("index").alias("category_codes"))
-    )
-    return items.join(codes, "item_id", "left").select(
-        "item_id", "item_index", F.coalesce("category_codes", F.array().cast("array<int>")).alias("category_codes")
-    )
+    coded = _item_indices(items, vocab, "item_id", "_kept", "category_codes", field="item_category")
+    return coded.select("item_id", "item_index", "category_codes")
 
 
 def _history_codes(samples: DataFrame, vocab: DataFrame, items: DataFrame) -> DataFrame:
@@ -173,12 +168,17 @@ def ctr_view(lake: Lake, vocab: DataFrame, schema: CtrSchema) -> DataFrame:
     )
 
 
+def _coded_sequences(lake: Lake, vocab: DataFrame) -> DataFrame:
+    """`sequences` with the user's code (`user`) and the prefix as item indices (`prefix`)."""
+    encoded = encode_field(lake.read(SEQUENCES), vocab, "user_id", F.col("user_id"), "user")
+    return _item_indices(encoded, vocab, "user_id", "item_ids", "prefix")
+
+
 def sequence_windows(lake: Lake, vocab: DataFrame, max_length: int) -> DataFrame:
     """Training rows of the sequential task: every user's prefix cut, from its end, into windows of
     `max_length` + 1 items that overlap by one item, so each transition (item t -> item t + 1) of
     every prefix is a target exactly once per epoch. Columns `user`, seq0..seq{max_length}."""
-    encoded = encode_field(lake.read(SEQUENCES), vocab, "user_id", F.col("user_id"), "user")
-    encoded = _item_indices(encoded, vocab, "user_id", "item_ids", "prefix")
+    encoded = _coded_sequences(lake, vocab)
     transitions = F.size("prefix") - 1
     windows = encoded.where(transitions > 0).select(
         "user", "prefix", F.explode(F.sequence(F.lit(0), F.ceil(transitions / max_length).cast("int") - 1)).alias("k")
@@ -193,11 +193,9 @@ def sequence_targets(lake: Lake, vocab: DataFrame, max_length: int, split: str) 
     """Evaluation rows, one per user: the last `max_length` items before the `split` target
     (valid: the prefix; test: the prefix and the valid item) as in0..in{max_length-1}, and the
     target."""
-    sequences = lake.read(SEQUENCES)
-    encoded = encode_field(sequences, vocab, "user_id", F.col("user_id"), "user")
+    encoded = _coded_sequences(lake, vocab)
     encoded = encode_field(encoded, vocab, "item_id", F.col("valid_item_id"), "valid_target")
     encoded = encode_field(encoded, vocab, "item_id", F.col("test_item_id"), "test_target")
-    encoded = _item_indices(encoded, vocab, "user_id", "item_ids", "prefix")
     inputs = F.col("prefix") if split == "valid" else F.concat("prefix", F.array(F.col("valid_target").cast("int")))
     return encoded.select(
         F.col("user").cast("int").alias("user"),
