@@ -133,10 +133,16 @@ class KnowledgeAdapter(nn.Module):
         return self.hein(self.knowledge.users(user_index), self.knowledge.items(item_index))
 
     def through_mlp(
-        self, layers: nn.Module, x: torch.Tensor, user_index: torch.Tensor, item_index: torch.Tensor
+        self,
+        layers: nn.Module,
+        x: torch.Tensor,
+        user_index: torch.Tensor,
+        item_index: torch.Tensor,
+        pair: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`layers` over x with the augmented vector appended (x alone without knowledge)."""
-        extra = self.pair(user_index, item_index)
+        """`layers` over x with the augmented vector appended (x alone without knowledge); `pair`
+        is that vector when the caller already computed it."""
+        extra = pair if pair is not None else self.pair(user_index, item_index)
         return layers(x if extra is None else torch.cat([x, extra], dim=-1))
 
     def items(self, item_index: torch.Tensor) -> torch.Tensor | None:
@@ -203,10 +209,17 @@ class CtrModel(nn.Module):
     def augmented(self, batch: Batch) -> torch.Tensor | None:
         return self.adapter.pair(batch[self.schema.user_field], batch[self.schema.item_field])
 
-    def knowledge_mlp(self, name: str, parts: list[torch.Tensor], batch: Batch) -> torch.Tensor:
-        """The MLP `name` (one of `knowledge_mlps`) over the parts and the augmented vector."""
+    def knowledge_mlp(
+        self, name: str, parts: list[torch.Tensor], batch: Batch, augmented: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The MLP `name` (one of `knowledge_mlps`) over the parts and the augmented vector (pass it
+        when the model also uses it elsewhere, so HEIN runs once)."""
         return self.adapter.through_mlp(
-            getattr(self, name), torch.cat(parts, dim=-1), batch[self.schema.user_field], batch[self.schema.item_field]
+            getattr(self, name),
+            torch.cat(parts, dim=-1),
+            batch[self.schema.user_field],
+            batch[self.schema.item_field],
+            augmented,
         )
 
     def with_augmented(self, parts: list[torch.Tensor], batch: Batch) -> torch.Tensor:

@@ -30,5 +30,5 @@ class DeepFm(CtrModel):
         if augmented is not None and self.knowledge_linear is not None:
             linear = linear + self.knowledge_linear(augmented).squeeze(-1)
         pairwise = 0.5 * (fields.sum(1).pow(2) - fields.pow(2).sum(1)).sum(-1)
-        deep = self.knowledge_mlp("deep", [fields.flatten(1)], batch).squeeze(-1)
+        deep = self.knowledge_mlp("deep", [fields.flatten(1)], batch, augmented).squeeze(-1)
         return linear + pairwise + deep

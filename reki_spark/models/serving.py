@@ -61,11 +61,17 @@ class PrecomputedKnowledge(nn.Module):
         return torch.cat([self.users(user_index), self.items(item_index)], dim=-1)
 
     def through_mlp(
-        self, layers: nn.Module, x: torch.Tensor, user_index: torch.Tensor, item_index: torch.Tensor
+        self,
+        layers: nn.Module,
+        x: torch.Tensor,
+        user_index: torch.Tensor,
+        item_index: torch.Tensor,
+        pair: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if isinstance(layers, FoldedMlp):
             return layers(x, user_index, item_index)
-        return layers(torch.cat([x, self.pair(user_index, item_index)], dim=-1))
+        extra = pair if pair is not None else self.pair(user_index, item_index)
+        return layers(torch.cat([x, extra], dim=-1))
 
     def users(self, user_index: torch.Tensor) -> torch.Tensor:
         return embedding(user_index, self.user_vectors)
