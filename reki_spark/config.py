@@ -249,6 +249,7 @@ class TrainingConfig(_Strict):
     # whenever a sequential model runs) is the baseline every report compares them with. Every
     # model runs once per knowledge setting and seed.
     models: list[Literal["din", "dcnv2", "deepfm", "autoint", "sasrec", "gru4rec", "mostpop"]] = ["din"]
+    # Unset: none and knowledge.mode.
     knowledge: list[Literal["none", "individual", "collective"]] = ["none", "collective"]
     seeds: list[int] = [1, 2, 3, 4, 5]
     # Defaults of every model; a model's block (training.<model>.epochs, ...) overrides them.
@@ -307,6 +308,21 @@ class RayConfig(_Strict):
     num_cpus: int | None = Field(None, ge=1)
 
 
+# What each public dataset implies unless the config says otherwise: the published setups label
+# MovieLens ratings > 3 with a half-history prompt window, Amazon ratings > 4 with a fixed window
+# of 15 (REKI_METHOD, "Datasets"), and each has its scenario's factors.
+DATASET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "movielens": {
+        "features": {"label_threshold": 3.0, "prompt_window": {"rule": "half", "cap": 30}},
+        "knowledge": {"domain": "movies"},
+    },
+    "amazon": {
+        "features": {"label_threshold": 4.0, "prompt_window": {"rule": "fixed", "cap": 15}},
+        "knowledge": {"domain": "ecommerce"},
+    },
+}
+
+
 class RekiConfig(_Strict):
     dataset: DatasetConfig = DatasetConfig()
     lake: str = "lake/sample"
@@ -322,6 +338,40 @@ class RekiConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
     refresh: RefreshConfig = RefreshConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _implied_defaults(cls, raw: Any) -> Any:
+        """Fills what the dataset implies (domain, label threshold, prompt window) and trains the
+        extracted knowledge mode beside `none`, where the config leaves them unset; a value written
+        in the config always wins."""
+        sections = ("dataset", "features", "knowledge", "training")
+        if not isinstance(raw, dict) or not all(isinstance(raw.get(name, {}), dict) for name in sections):
+            return raw  # field validation reports the misshapen section
+        family = str(raw.get("dataset", {}).get("name", "sample")).split("-")[0]
+        merged = dict(raw)
+        for section, defaults in DATASET_PRESETS.get(family, {}).items():
+            merged[section] = {**defaults, **merged.get(section, {})}
+        mode = merged.get("knowledge", {}).get("mode", "collective")
+        merged["training"] = {"knowledge": ["none", mode], **merged.get("training", {})}
+        return merged
+
+    @model_validator(mode="after")
+    def _knowledge_settings_agree(self) -> RekiConfig:
+        """`reki run` extracts one knowledge mode: training and export can only use that one."""
+        extracted = {"none", self.knowledge.mode}
+        stray = [mode for mode in self.training.knowledge if mode not in extracted]
+        if stray:
+            raise ValueError(
+                f"training.knowledge lists {stray[0]} but knowledge.mode is {self.knowledge.mode}: "
+                f"use one of {sorted(extracted)} (extract the other mode with its own config)"
+            )
+        if self.export.knowledge is not None and self.export.knowledge not in self.training.knowledge:
+            raise ValueError(
+                f"export.knowledge is {self.export.knowledge} but training.knowledge trains only "
+                f"{self.training.knowledge}"
+            )
+        return self
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RekiConfig:

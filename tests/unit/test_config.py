@@ -62,3 +62,35 @@ def test_unreadable_config_file_is_a_clear_error(tmp_path):
     bad.write_text("dataset: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(bad)
+
+
+def test_a_dataset_brings_its_published_setup_unless_the_config_says_otherwise():
+    amazon = load_config(None, ["dataset.name=amazon-2018", "dataset.path=x", "dataset.category=Beauty"])
+    assert amazon.knowledge.domain == "ecommerce"
+    assert amazon.features.label_threshold == 4.0
+    assert (amazon.features.prompt_window.rule, amazon.features.prompt_window.cap) == ("fixed", 15)
+    movielens = load_config(None, ["dataset.name=movielens-1m", "dataset.path=x"])
+    assert (movielens.knowledge.domain, movielens.features.label_threshold) == ("movies", 3.0)
+    assert movielens.features.prompt_window.rule == "half"
+    explicit = load_config(
+        None, ["dataset.name=amazon-2014", "dataset.path=x", "dataset.category=Beauty", "knowledge.domain=books"]
+    )
+    assert explicit.knowledge.domain == "books"
+    assert explicit.features.label_threshold == 4.0
+
+
+def test_training_follows_the_extracted_knowledge_mode_by_default():
+    assert load_config(None, ["knowledge.mode=individual"]).training.knowledge == ["none", "individual"]
+    assert load_config(None).training.knowledge == ["none", "collective"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["knowledge.mode=collective", "training.knowledge=[none, individual]"], "training.knowledge lists individual"),
+        (["training.knowledge=[none]", "export.knowledge=collective"], "export.knowledge is collective"),
+    ],
+)
+def test_knowledge_settings_that_contradict_each_other_fail_at_load(overrides, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(None, overrides)
