@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test lint bench clean-lake
+.PHONY: setup demo test test-fast lint bench clean-lake
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -42,6 +42,10 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected for PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; fi; exit $$rc
+
+# The unit layer alone (no Spark, Ray or LLM start-up): seconds, for the edit-test loop.
+test-fast: setup
+	$(BIN)/python -m pytest tests/unit -q $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
