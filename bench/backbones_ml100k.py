@@ -4,7 +4,7 @@ sampled negatives). Finished runs are not retrained, so an interrupted run resum
 (mean ± std, Welch's p against each backbone's `none`, × MostPop), metrics.json and the chart are
 copied to bench/results/ml-100k/.
 
-    python -m bench.backbones_ml100k --ml100k ../shared/data/movielens_100k
+    python -m bench.backbones_ml100k --ml100k data/ml-100k
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from reki_spark.training.train import train
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ml100k", default="../shared/data/movielens_100k")
+    parser.add_argument("--ml100k", default="data/ml-100k", help="where `reki download` puts it")
     parser.add_argument("--work", default="runs/bench-ml100k")
     args = parser.parse_args()
     work = Path(args.work)

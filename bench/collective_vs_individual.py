@@ -110,10 +110,10 @@ class IndividualThirds:
         return {"prompts": self.prompts, **_extraction(self.config, self.prompts)}
 
 
-def _ensure_source() -> None:
+def _ensure_source(ml100k: str) -> None:
     if (SOURCE / "clusters").exists():
         return
-    config = load_config("jobs/configs/movielens-100k.yaml", [f"lake={SOURCE}"])
+    config = load_config("jobs/configs/movielens-100k.yaml", [f"lake={SOURCE}", f"dataset.path={ml100k}"])
     spark = get_spark(config)
     for stage in (ingest, build_features, cluster_entities):
         stage(spark, config)
@@ -127,10 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--individual-share", type=float, default=1.0)
     parser.add_argument("--seeds", default="[1, 2, 3]")
+    parser.add_argument("--ml100k", default="data/ml-100k", help="where `reki download` puts it")
     args = parser.parse_args(argv)
     seeds = json.loads(args.seeds)
     complete = args.individual_share >= 1.0
-    _ensure_source()
+    _ensure_source(args.ml100k)
     individual = IndividualThirds(seeds, args.individual_share)
     runs = []
     for repetition in range(REPETITIONS):

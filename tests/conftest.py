@@ -12,7 +12,7 @@ import pytest
 
 from tests.paths import SHARED_ML100K
 
-# Workers must run the same interpreter as the driver (see ../shared/stack/NOTES.md).
+# Workers must run the same interpreter as the driver: the system python3 lacks the stack.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
