@@ -105,8 +105,8 @@ def cmd_tables(config: RekiConfig, args: argparse.Namespace) -> None:
 
 def cmd_download(config: RekiConfig, args: argparse.Namespace) -> None:
     dataset = config.dataset
-    if dataset.name == "sample" or dataset.path is None:
-        print("the sample dataset is generated, nothing to download")
+    if dataset.name in ("sample", "table") or dataset.path is None:
+        print(f"dataset.name={dataset.name} is not a public download: nothing to fetch")
         return
     url = dataset.download_url or PUBLIC_URLS[dataset.name]
     urls = amazon_urls(url, dataset.name, dataset.category or "") if dataset.name.startswith("amazon") else [url]

@@ -9,7 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-DatasetName = Literal["sample", "movielens-100k", "movielens-1m", "amazon-2014", "amazon-2018"]
+DatasetName = Literal["sample", "movielens-100k", "movielens-1m", "amazon-2014", "amazon-2018", "table"]
 
 
 class ConfigError(ValueError):
@@ -26,6 +26,41 @@ class SampleSize(_Strict):
     interactions: int = Field(100_000, ge=1)
 
 
+class TableSources(_Strict):
+    """Where a `table` dataset's tables are: paths relative to `dataset.path` (or absolute, or
+    URIs such as s3a://...). Delta tables are recognised by their log; anything else is Parquet."""
+
+    interactions: str = "interactions"
+    items: str = "items"
+    # Unset: users are derived from the interactions (no attributes).
+    users: str | None = None
+
+
+class TableColumns(_Strict):
+    """The team's column names for each field the product reads. Unset optional fields are null;
+    a name that the table lacks is an error listing the columns it has."""
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    # Unset: implicit feedback (every interaction is a positive, negatives are sampled).
+    rating: str | None = "rating"
+    # Seconds since the epoch, or a timestamp/date column.
+    timestamp: str = "timestamp"
+    # Item text the prompts use.
+    title: str = "title"
+    categories: str | None = None  # an array column, or text split on `category_separator`
+    category_separator: str = "|"
+    brand: str | None = None
+    description: str | None = None
+    price: str | None = None
+    year: str | None = None
+    # User attributes.
+    gender: str | None = None
+    age: str | None = None
+    occupation: str | None = None
+    location: str | None = None
+
+
 class DatasetConfig(_Strict):
     name: DatasetName = "sample"
     # Folder with the dataset's raw files; unused by `sample`, which is generated inside Spark.
@@ -37,6 +72,9 @@ class DatasetConfig(_Strict):
     rating_min: float = 1.0
     rating_max: float = 5.0
     sample: SampleSize = SampleSize()
+    # `table` only: a team's own Parquet or Delta tables and their column names.
+    tables: TableSources = TableSources()
+    columns: TableColumns = TableColumns()
 
     @model_validator(mode="after")
     def _needs_what_it_reads(self) -> DatasetConfig:

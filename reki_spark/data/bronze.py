@@ -43,7 +43,7 @@ def read_lines(spark: SparkSession, path: str, encoding: str = "UTF-8", skip_hea
 
 def split_fields(lines: DataFrame, separator: str, names: list[str], min_fields: int | None = None) -> DataFrame:
     """Split delimited lines into text columns `names`; a wrong field count sets `_reason`."""
-    parts = F.split(F.col("_raw"), _regex_quote(separator), -1)
+    parts = F.split(F.col("_raw"), regex_quote(separator), -1)
     expected = len(names)
     low = min_fields if min_fields is not None else expected
     bad_count = (F.size(parts) < low) | (F.size(parts) > expected)
@@ -60,7 +60,7 @@ def split_fields(lines: DataFrame, separator: str, names: list[str], min_fields:
     return lines.select(*fields, "_source_file", "_line", "_raw", reason.alias("_reason"))
 
 
-def _regex_quote(separator: str) -> str:
+def regex_quote(separator: str) -> str:
     return "".join(f"\\{c}" if not c.isalnum() else c for c in separator)
 
 

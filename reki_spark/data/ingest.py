@@ -15,6 +15,7 @@ from reki_spark.data.amazon import load_amazon_2014, load_amazon_2018
 from reki_spark.data.bronze import BronzeTables, blank_to_null
 from reki_spark.data.movielens import load_movielens_1m, load_movielens_100k
 from reki_spark.data.sample import generate_sample
+from reki_spark.data.tables import load_tables
 from reki_spark.data.titles import clean_title_udf
 from reki_spark.frames import union_all
 from reki_spark.lake import INTERACTIONS, ITEMS, QUARANTINE, USERS, Lake
@@ -51,6 +52,8 @@ def load_bronze(spark: SparkSession, dataset: DatasetConfig, seed: int) -> Bronz
         return load_movielens_100k(spark, dataset.path)
     if dataset.name == "movielens-1m":
         return load_movielens_1m(spark, dataset.path)
+    if dataset.name == "table":
+        return load_tables(spark, dataset)
     assert dataset.category is not None
     if dataset.name == "amazon-2014":
         return load_amazon_2014(spark, dataset.path, dataset.category)

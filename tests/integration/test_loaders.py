@@ -133,3 +133,88 @@ def test_undecodable_bytes_are_quarantined(spark, make_config, tmp_path):
 def test_missing_files_are_a_clear_error(spark, make_config, tmp_path):
     with pytest.raises(FileNotFoundError, match="neither the raw MovieLens-100k files"):
         ingest(spark, make_config("dataset.name=movielens-100k", f"dataset.path={tmp_path}"))
+
+
+def _write(spark, rows, schema, path, fmt):
+    spark.createDataFrame(rows, schema).write.format(fmt).save(str(path))
+
+
+def test_own_parquet_tables_with_renamed_columns(spark, make_config, tmp_path):
+    import datetime as dt
+
+    day = dt.datetime(2024, 5, 1, 12, 0, 0)
+    interactions = [
+        ("u1", "A", "5", day),
+        ("u1", "B", "2", day + dt.timedelta(hours=1)),
+        ("u2", "A", "five", day),  # not a number
+        ("u2", "B", "9", day),  # out of range
+        ("", "A", "3", day),  # no user
+        ("u2", "Z", "4", day),  # unknown item
+        ("u1", "A", "5", day),  # exact duplicate
+        ("u3", "B", "4", None),  # no timestamp
+    ]
+    schema = "uid string, sku string, stars string, event_time timestamp"
+    _write(spark, interactions, schema, tmp_path / "events", "parquet")
+    items = [("A", "Matrix, The", "Action | Sci-Fi"), ("B", "Heat", "Crime"), (None, "Orphan", "Drama")]
+    _write(spark, items, "sku string, name string, cats string", tmp_path / "catalogue", "parquet")
+    config = make_config(
+        "dataset.name=table",
+        f"dataset.path={tmp_path}",
+        "dataset.tables.interactions=events",
+        "dataset.tables.items=catalogue",
+        "dataset.columns={user_id: uid, item_id: sku, rating: stars, timestamp: event_time, title: name, "
+        "categories: cats}",
+    )
+    counts, lake = _run(spark, config)
+    _assert_balanced(counts)
+    assert (counts[INTERACTIONS].read, counts[INTERACTIONS].clean) == (8, 2)
+    assert (counts[INTERACTIONS].quarantined, counts[INTERACTIONS].duplicates) == (5, 1)
+    assert _reasons(lake, INTERACTIONS) == [
+        "missing timestamp",
+        "missing user_id",
+        "rating 9 outside [1, 5]",
+        "rating is not a number: five",
+        "unknown item_id: Z",
+    ]
+    assert (counts[ITEMS].clean, counts[ITEMS].quarantined) == (2, 1)
+    items_by_id = {r["item_id"]: (r["title"], r["categories"]) for r in lake.read(ITEMS).collect()}
+    assert items_by_id["A"] == ("The Matrix", ["Action", "Sci-Fi"])
+    first = lake.read(INTERACTIONS).where("item_id = 'A'").first()
+    assert first["ts"] == int(day.replace(tzinfo=dt.UTC).timestamp())
+    assert sorted(r["user_id"] for r in lake.read(USERS).collect()) == ["u1"]  # derived from clean interactions
+    quarantined = lake.read(QUARANTINE).where("reason = 'rating is not a number: five'").first()
+    assert quarantined["source_file"] == "events" and '"stars":"five"' in quarantined["raw"]
+
+
+def test_own_delta_tables_implicit_feedback_and_users(spark, make_config, tmp_path):
+    interactions = [("1", "10", 1_700_000_000), ("1", "11", 1_700_000_100), ("2", "10", 1_700_000_000_000)]
+    _write(spark, interactions, "member string, product string, at long", tmp_path / "events", "delta")
+    items = [("10", "Lipstick", ["Beauty", "Makeup"]), ("11", "Shampoo", ["Beauty"])]
+    _write(spark, items, "product string, label string, tags array<string>", tmp_path / "products", "delta")
+    users = [("1", "F", "34"), ("2", "M", "old")]
+    _write(spark, users, "member string, sex string, years string", tmp_path / "members", "delta")
+    config = make_config(
+        "dataset.name=table",
+        f"dataset.path={tmp_path}",
+        "dataset.tables={interactions: events, items: products, users: members}",
+        "dataset.columns={user_id: member, item_id: product, rating: null, timestamp: at, title: label, "
+        "categories: tags, gender: sex, age: years}",
+    )
+    counts, lake = _run(spark, config)
+    _assert_balanced(counts)
+    assert (counts[INTERACTIONS].clean, counts[INTERACTIONS].quarantined) == (2, 1)
+    assert _reasons(lake, INTERACTIONS) == ["timestamp out of range: 1700000000000"]  # milliseconds
+    assert {r["rating"] for r in lake.read(INTERACTIONS).collect()} == {None}
+    assert {r["item_id"]: r["categories"] for r in lake.read(ITEMS).collect()}["10"] == ["Beauty", "Makeup"]
+    people = {r["user_id"]: (r["gender"], r["age"]) for r in lake.read(USERS).collect()}
+    assert people == {"1": ("F", 34), "2": ("M", None)}
+
+
+def test_a_column_mapping_the_table_lacks_is_a_clear_error(spark, make_config, tmp_path):
+    from reki_spark.config import ConfigError
+
+    _write(spark, [("1", "10", 1)], "uid string, item_id string, timestamp long", tmp_path / "interactions", "parquet")
+    _write(spark, [("10", "x")], "item_id string, title string", tmp_path / "items", "parquet")
+    config = make_config("dataset.name=table", f"dataset.path={tmp_path}", "dataset.columns.rating=null")
+    with pytest.raises(ConfigError, match=r"dataset.columns.user_id: column 'user_id' is not in table interactions"):
+        ingest(spark, config)
