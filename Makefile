@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast lint bench clean-lake
+.PHONY: setup demo test test-fast lint bench dist clean-lake
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -42,6 +42,12 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected for PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; fi; exit $$rc
+
+# The wheel that images and clusters install (infra/docker/*); tests/integration/test_wheel.py
+# builds and runs it the same way.
+dist: setup
+	rm -f dist/reki_spark-*.whl
+	$(BIN)/pip wheel --no-deps --no-build-isolation -w dist .
 
 # The unit layer alone (no Spark, Ray or LLM start-up): seconds, for the edit-test loop.
 test-fast: setup

@@ -48,3 +48,6 @@ def test_dockerfiles_install_the_pinned_stack_and_the_delta_jars():
         text = (INFRA / "docker" / name).read_text()
         assert "--constraint requirements/constraints.txt" in text
         assert "reki_spark.jars --version 3.3.3" in text
+        # The built wheel, never the source tree.
+        assert "dist/reki_spark-*.whl" in text
+        assert "COPY reki_spark/" not in text and "COPY --chown=ray reki_spark/" not in text

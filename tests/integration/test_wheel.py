@@ -1,0 +1,58 @@
+"""Deploy as users deploy: the built wheel, installed without the source tree, runs a real stage."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.paths import REPO
+
+pytestmark = pytest.mark.integration
+
+SHIPPED = [
+    "reki_spark/data/ingest.py",
+    "reki_spark/data/tables.py",
+    "reki_spark/training/loop.py",
+    "reki_spark/models/sasrec.py",
+    "reki_spark/log4j2-quiet.properties",
+    "ray_workers/extract.py",
+]
+
+
+def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_the_built_wheel_runs_a_stage_outside_the_checkout(tmp_path):
+    dist = tmp_path / "dist"
+    # No build isolation: the environment's setuptools builds it, with no download.
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)]
+    _run(pip_wheel, tmp_path)
+    wheel = next(dist.glob("reki_spark-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert not [name for name in SHIPPED if name not in names]
+    assert not [name for name in names if name.startswith("tests/")]
+
+    site = tmp_path / "site"
+    pip_install = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-compile", "--target", str(site)]
+    _run([*pip_install, str(wheel)], tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # The wheel first on the path; the environment supplies only the dependencies.
+    env = {**os.environ, "PYTHONPATH": str(site), "PYSPARK_PYTHON": sys.executable}
+    located = _run([sys.executable, "-c", "import reki_spark, ray_workers; print(reki_spark.__file__)"], elsewhere, env)
+    assert located.strip().startswith(str(site))
+    reki = str(site / "bin" / "reki")
+    assert "ingest" in _run([reki, "--help"], elsewhere, env)
+    sample = ["dataset.sample.users=40", "dataset.sample.items=30", "dataset.sample.interactions=400"]
+    overrides = [part for value in [f"lake={tmp_path / 'lake'}", *sample] for part in ("--set", value)]
+    printed = _run([reki, "ingest", *overrides], elsewhere, env)
+    assert "interactions: read 400 = clean 400" in printed
+    assert (tmp_path / "lake" / "interactions" / "_delta_log").is_dir()
