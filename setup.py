@@ -41,7 +41,7 @@ setup(
     python_requires=">=3.10,<3.12",
     packages=find_packages(include=["reki_spark", "reki_spark.*", "ray_workers", "ray_workers.*"]),
     include_package_data=True,
-    package_data={"reki_spark": ["py.typed"]},
+    package_data={"reki_spark": ["py.typed", "log4j2-quiet.properties"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "gpu": ["vllm"],

@@ -103,7 +103,7 @@ def _encode_rows(config: RekiConfig, rows: pd.DataFrame, lake: Lake) -> None:
         EncoderActor,
         fn_constructor_kwargs={"settings": encoder.model_dump()},
         batch_size=encoder.batch_size,
-        concurrency=encoder.actors,
+        compute=ray.data.ActorPoolStrategy(size=encoder.actors),
         num_cpus=encoder.cpus_per_actor,
         batch_format="pandas",
     )

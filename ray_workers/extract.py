@@ -172,9 +172,9 @@ def _run(
 
 
 def _answers(dataset: Any, settings: LlmConfig, model: str, backend_factory: BackendFactory | None) -> Any:
-    if settings.backend == "vllm":
-        import ray
+    import ray
 
+    if settings.backend == "vllm":
         from ray_workers.backends import vllm
 
         vllm.require_gpus(ray.cluster_resources(), settings)
@@ -185,7 +185,7 @@ def _answers(dataset: Any, settings: LlmConfig, model: str, backend_factory: Bac
         ExtractionActor,
         fn_constructor_kwargs={"settings": settings.model_dump(), "model": model, "backend_factory": backend_factory},
         batch_size=settings.batch_size,
-        concurrency=settings.actors,
+        compute=ray.data.ActorPoolStrategy(size=settings.actors),
         num_cpus=settings.cpus_per_actor,
         batch_format="pandas",
     )

@@ -11,6 +11,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from reki_spark import console
 from reki_spark.config import ConfigError, RekiConfig, load_config
 from reki_spark.data.download import PUBLIC_URLS, amazon_urls, download
 from reki_spark.data.ingest import ingest
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override one config key, e.g. --set lake=/tmp/lake (repeatable)",
     )
+    common.add_argument("--verbose", action="store_true", help="also print Spark, Ray, petastorm and per-epoch output")
     for name in [*PIPELINE, *EXTRA_STAGES]:
         sub = commands.add_parser(name, parents=[common], help=f"run the {name} stage")
         sub.set_defaults(handler=_stage_command(name))
@@ -151,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console.configure(args.verbose)
     try:
         config = load_config(args.config, args.set)
         args.handler(config, args)

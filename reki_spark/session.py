@@ -9,6 +9,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
+from reki_spark import console
 from reki_spark.config import RekiConfig
 
 DELTA_SETTINGS = {
@@ -38,6 +39,7 @@ def local_settings(config: RekiConfig) -> dict[str, str]:
         "spark.databricks.delta.snapshotPartitions": "2",
         "spark.sql.sources.parallelPartitionDiscovery.parallelism": "2",
         "spark.sql.debug.maxToStringFields": "200",
+        **console.spark_settings(),
     }
 
 

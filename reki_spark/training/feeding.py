@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from reki_spark import console
 from reki_spark.models.base import CTR_FIELDS
 
 
@@ -49,6 +50,7 @@ class PetastormBatches:
 
     @contextlib.contextmanager
     def __call__(self, epoch: int, rank: int, world: int) -> Iterator[Iterator[dict[str, torch.Tensor]]]:
+        console.quiet_petastorm()  # here too: TorchDistributor ranks are fresh processes
         with self.converter.make_torch_dataloader(
             batch_size=self.batch_size,
             num_epochs=1,

@@ -21,6 +21,7 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
+from reki_spark import console
 from reki_spark.evaluation.metrics import (
     FULL,
     SAMPLED,
@@ -235,10 +236,9 @@ def _end_of_epoch(job: TrainJob, model: nn.Module, state: dict[str, Any], rank: 
         )
     else:
         state["bad_epochs"] += 1
-    print(
+    console.detail(
         f"[{job.name}] epoch {state['epoch']}: valid {score:.4f} (best {state['best_score']:.4f} "
-        f"at epoch {state['best_epoch']}), {seconds:.1f} s",
-        flush=True,
+        f"at epoch {state['best_epoch']}), {seconds:.1f} s"
     )
     return state["bad_epochs"] >= job.patience
 

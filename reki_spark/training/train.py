@@ -19,6 +19,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from reki_spark import console
 from reki_spark.config import RekiConfig
 from reki_spark.lake import VOCAB, Lake
 from reki_spark.ledger import ledger_entry
@@ -66,21 +67,32 @@ def evaluate_runs(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any
 
 def _run(spark: SparkSession, config: RekiConfig, job: TrainJob) -> dict[str, Any]:
     processes = config.training.num_processes
-    print(f"== train {job.name} on {processes} process(es)", flush=True)
+    console.detail(f"== train {job.name} on {processes} process(es)")
     if processes == 1:
-        return train_worker(job)
-    from pyspark.ml.torch.distributor import TorchDistributor
+        result = train_worker(job)
+    else:
+        from pyspark.ml.torch.distributor import TorchDistributor
 
-    distributor = TorchDistributor(
-        num_processes=processes, local_mode=config.training.distributor_local_mode, use_gpu=config.training.use_gpu
-    )
-    return distributor.run(train_worker, job)
+        distributor = TorchDistributor(
+            num_processes=processes, local_mode=config.training.distributor_local_mode, use_gpu=config.training.use_gpu
+        )
+        result = distributor.run(train_worker, job)
+    print(f"train {job.name}: {_summary(result)}", flush=True)
+    return result
+
+
+def _summary(result: dict[str, Any]) -> str:
+    metric = "auc" if result["task"] == "ctr" else "ndcg@10_full"
+    trained = f"{result['epochs_trained']} epochs (best {result['best_epoch']}), " if result["epochs_trained"] else ""
+    seconds, processes = result["train_seconds"], result["processes"]
+    return f"{trained}test {metric} {result[metric]:.4f}, {seconds:.0f} s on {processes} process(es)"
 
 
 def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
     lake = Lake(spark, config.lake)
     training = config.training
     output = Path(config.output).resolve()
+    console.quiet_petastorm()
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, (output / "petastorm").as_uri())

@@ -1,0 +1,69 @@
+"""How much the product prints. Quiet by default: each stage prints its header, its accounting
+line and a progress bar, while the chatter of the libraries underneath (Spark's start-up warnings
+and stage bars, petastorm's pyarrow deprecation warnings, Ray Data's INFO lines and worker output,
+model-loading bars, per-epoch lines) is held back. `reki --verbose` (REKI_VERBOSE=1) lets it all
+through. The switch is an environment variable so that Spark, TorchDistributor and Ray workers,
+which inherit the driver's environment, follow it too."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+VERBOSE = "REKI_VERBOSE"
+# Spark's log4j2 settings for quiet runs: WARN, minus the start-up notices every local run prints.
+QUIET_LOG4J = Path(__file__).resolve().parent / "log4j2-quiet.properties"
+# Read when Ray workers and transformers start: set before either starts.
+QUIET_ENVIRONMENT = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "TRANSFORMERS_VERBOSITY": "error",
+    "RAY_BACKEND_LOG_LEVEL": "fatal",
+}
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE) == "1"
+
+
+def configure(loud: bool) -> None:
+    """Called once by the CLI, before any session starts."""
+    os.environ[VERBOSE] = "1" if loud else "0"
+    if not loud:
+        for name, value in QUIET_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+
+
+def detail(message: str) -> None:
+    """A line only a verbose run prints."""
+    if verbose():
+        print(message, flush=True)
+
+
+def spark_settings() -> dict[str, str]:
+    """Local-session settings that keep Spark to real warnings and no stage bars."""
+    if verbose():
+        return {}
+    return {
+        "spark.ui.showConsoleProgress": "false",
+        "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={QUIET_LOG4J.as_uri()}",
+    }
+
+
+def quiet_petastorm() -> None:
+    """petastorm 0.12 calls pyarrow APIs that pyarrow 14 deprecates: one FutureWarning per call,
+    a screenful per epoch, none of it actionable here. Only those warnings are silenced."""
+    if verbose():
+        return
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+    logging.getLogger("petastorm").setLevel(logging.ERROR)
+
+
+def quiet_ray_data() -> None:
+    """Ray Data's INFO and resource notices stay in its session log file, off the console."""
+    if verbose():
+        return
+    for handler in logging.getLogger("ray.data").handlers:
+        if not isinstance(handler, logging.FileHandler) and "File" not in type(handler).__name__:
+            handler.setLevel(logging.ERROR)
