@@ -24,6 +24,11 @@ INSTALL_REQUIRES = [
     "scipy",
     "matplotlib",
     "tqdm",
+    # Run tracking (tracking.* in the config); the skinny client carries no server or UI, and
+    # its local default store is SQLite (MLflow 3 refuses the plain-folder store).
+    "mlflow-skinny",
+    "sqlalchemy",
+    "alembic",
     # `import ray.data.llm` needs these even without vLLM (see ../shared/stack/NOTES.md).
     "boto3",
     "aiohttp",

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ from tqdm import tqdm
 from ray_workers.backends import LlmBackend, make_backend, model_id
 from ray_workers.delta_io import RsLake
 from ray_workers.ray_session import start_ray
-from ray_workers.validation import answer_problem
+from ray_workers.validation import answer_problem, reason_kind
 from reki_spark.config import LlmConfig, RekiConfig
 from reki_spark.lake import KNOWLEDGE, PROMPTS, Lake
 from reki_spark.ledger import ledger_entry
@@ -46,6 +47,11 @@ class ExtractionSummary:
     prompt_tokens: int
     completion_tokens: int
     llm_calls: int
+    # Rejected attempts (retried or, at the last attempt, failed) per reason kind.
+    rejections: Counter[str] = field(default_factory=Counter)
+
+    def rejection_shares(self) -> dict[str, float]:
+        return {kind: count / self.llm_calls for kind, count in self.rejections.most_common()}
 
 
 def pending_prompts(lake: RsLake, model: str, retry_failed: bool) -> pa.Table:
@@ -65,6 +71,7 @@ def answer_prompt(backend: LlmBackend, settings: LlmConfig, row: dict[str, Any],
     """Ask, validate, retry with a new seed; always returns one knowledge row, `ok` or `failed`."""
     prompt_tokens = completion_tokens = 0
     text, problem, attempts = "", "not attempted", 0
+    rejections: list[str] = []
     started = time.perf_counter()
     for attempts in range(1, settings.max_attempts + 1):
         temperature = settings.temperature if attempts == 1 else max(settings.temperature, RETRY_MIN_TEMPERATURE)
@@ -74,13 +81,15 @@ def answer_prompt(backend: LlmBackend, settings: LlmConfig, row: dict[str, Any],
         # error) is one failed attempt of this prompt, recorded with its reason, not a dead run.
         except Exception as err:
             text, problem = "", f"backend error: {type(err).__name__}: {str(err)[:200]}"
+            rejections.append(reason_kind(problem))
             continue
         prompt_tokens += generation.prompt_tokens
         completion_tokens += generation.completion_tokens
         text = generation.text.strip()
-        problem = answer_problem(text, settings.min_chars, settings.min_distinct_word_ratio)
+        problem = answer_problem(text, settings)
         if problem is None:
             break
+        rejections.append(reason_kind(problem))
     return {
         "prompt_id": row["prompt_id"],
         "model_id": model,
@@ -97,6 +106,8 @@ def answer_prompt(backend: LlmBackend, settings: LlmConfig, row: dict[str, Any],
         "status": OK if problem is None else FAILED,
         "reason": problem,
         "created_at": datetime.now(UTC),
+        # Counted into the ledger, not stored in `knowledge`: the kind of each rejected attempt.
+        "rejections": rejections,
     }
 
 
@@ -131,11 +142,17 @@ def extract(config: RekiConfig, backend_factory: BackendFactory | None = None) -
         record.rows_in, record.rows_out = summary.pending, summary.answered
         record.llm_calls = summary.llm_calls
         record.prompt_tokens, record.completion_tokens = summary.prompt_tokens, summary.completion_tokens
-        record.details = {"model_id": model, "ok": summary.ok, "failed": summary.failed}
+        record.details = {
+            "model_id": model,
+            "ok": summary.ok,
+            "failed": summary.failed,
+            "rejected_calls": dict(summary.rejections),
+        }
+    rejected = ", ".join(f"{kind} {share:.0%}" for kind, share in summary.rejection_shares().items())
     print(
         f"extract [{model}]: {summary.pending} pending, {summary.ok} ok, {summary.failed} failed, "
         f"{summary.llm_calls} LLM calls, {summary.prompt_tokens} prompt + {summary.completion_tokens} "
-        "completion tokens"
+        f"completion tokens; rejected calls: {rejected or 'none'}"
     )
     return summary
 
@@ -196,7 +213,7 @@ def _validated_vllm_rows(batch: pd.DataFrame, settings: dict[str, Any], model: s
     config = LlmConfig.model_validate(settings)
     rows = []
     for row in batch.to_dict("records"):
-        problem = answer_problem(row["text"], config.min_chars, config.min_distinct_word_ratio)
+        problem = answer_problem(row["text"], config)
         rows.append(
             {
                 **row,
@@ -205,6 +222,7 @@ def _validated_vllm_rows(batch: pd.DataFrame, settings: dict[str, Any], model: s
                 "status": OK if problem is None else FAILED,
                 "reason": problem,
                 "created_at": datetime.now(UTC),
+                "rejections": [] if problem is None else [reason_kind(problem)],
             }
         )
     return pd.DataFrame(rows)
@@ -217,3 +235,4 @@ def _tally(summary: ExtractionSummary, batch: pd.DataFrame) -> None:
     summary.prompt_tokens += int(batch["prompt_tokens"].sum())
     summary.completion_tokens += int(batch["completion_tokens"].sum())
     summary.llm_calls += int(batch["attempts"].sum())
+    summary.rejections.update(kind for kinds in batch["rejections"] for kind in kinds)

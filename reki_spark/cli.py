@@ -19,6 +19,7 @@ from reki_spark.evaluation.report import write_report
 from reki_spark.export import export
 from reki_spark.features import build_features
 from reki_spark.knowledge.clustering import cluster_entities
+from reki_spark.knowledge.importing import import_knowledge
 from reki_spark.knowledge.prompts import build_prompts
 from reki_spark.knowledge.refresh import refresh_clusters
 from reki_spark.lake import Lake, format_tables
@@ -55,7 +56,11 @@ RAY_STAGES: dict[str, RayStageFunction] = {"extract": _extract, "encode": _encod
 TRAINING_STAGES: dict[str, StageFunction] = {"train": train, "report": write_report}
 PIPELINE = [*SPARK_STAGES, *RAY_STAGES, *TRAINING_STAGES]
 # Run on their own, not by `reki run`.
-EXTRA_STAGES: dict[str, StageFunction] = {"evaluate": evaluate_runs, "export": export}
+EXTRA_STAGES: dict[str, StageFunction] = {
+    "evaluate": evaluate_runs,
+    "export": export,
+    "import-knowledge": import_knowledge,
+}
 ALL_STAGES: dict[str, Any] = {**SPARK_STAGES, **TRAINING_STAGES, **EXTRA_STAGES}
 
 

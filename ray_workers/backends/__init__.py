@@ -17,4 +17,8 @@ def make_backend(settings) -> LlmBackend:
         from ray_workers.backends.openai import OpenAiBackend
 
         return OpenAiBackend(settings)
+    if settings.backend == "imported":
+        raise ValueError(
+            f"llm.backend=imported asks no LLM: the answers of {settings.model} come from `reki import-knowledge`"
+        )
     raise ValueError(f"llm.backend={settings.backend} has no per-actor backend (vllm runs through ray.data.llm)")

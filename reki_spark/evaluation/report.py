@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from scipy import stats
 
+from reki_spark import tracking
 from reki_spark.config import RekiConfig
 from reki_spark.lake import LEDGER, Lake
 from reki_spark.training.loop import MOSTPOP
@@ -164,8 +166,17 @@ def _table(summary: pd.DataFrame, task: str) -> list[str]:
     return lines
 
 
-def ledger_summary(lake: Lake) -> pd.DataFrame:
-    ledger = lake.read(LEDGER).toPandas()
+def rejected_calls(ledger: pd.DataFrame) -> dict[str, float]:
+    """Share of all extraction calls rejected by validation, per reason kind."""
+    extraction = ledger[ledger["stage"].isin(["extract", "refresh"])]
+    counts: Counter[str] = Counter()
+    for details in extraction["details"].dropna():
+        counts.update(json.loads(details).get("rejected_calls", {}))
+    calls = int(extraction["llm_calls"].sum())
+    return {kind: count / calls for kind, count in counts.most_common()} if calls else {}
+
+
+def _stage_costs(ledger: pd.DataFrame) -> pd.DataFrame:
     grouped = ledger.groupby("stage").agg(
         runs=("stage", "size"),
         llm_calls=("llm_calls", "sum"),
@@ -228,12 +239,18 @@ def write_report(spark: SparkSession, config: RekiConfig) -> Path:
         "| stage | runs | LLM calls | prompt tokens | completion tokens | seconds |",
         "|---|---|---|---|---|---|",
     ]
-    for stage, row in ledger_summary(Lake(spark, config.lake)).iterrows():
+    ledger = Lake(spark, config.lake).read(LEDGER).toPandas()
+    costs = _stage_costs(ledger)
+    for stage, row in costs.iterrows():
         lines.append(
             f"| {stage} | {int(row['runs'])} | {int(row['llm_calls'])} | {int(row['prompt_tokens'])} | "
             f"{int(row['completion_tokens'])} | {row['seconds']:.1f} |"
         )
+    rejected = rejected_calls(ledger)
+    shares = ", ".join(f"{kind} {share:.1%}" for kind, share in rejected.items()) or "none"
+    lines += ["", f"LLM calls rejected by answer validation (share of all extraction calls): {shares}."]
     report = output / "report.md"
     report.write_text("\n".join(lines) + "\n")
+    tracking.log_report(config, [report, chart], costs.reset_index().to_dict("records"))
     print(f"report: {report.resolve()}")
     return report

@@ -138,6 +138,7 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
         epoch = state["epoch"]
         epoch_started = time.perf_counter()
         model.train()
+        losses: list[torch.Tensor] = []
         with job.open_loader(epoch, rank, world) as batches, _joined(trained, world):
             for batch in batches:
                 loss = _step_loss(trained, job, batch)
@@ -145,11 +146,13 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                losses.append(loss.detach())
                 state["steps"] += 1
                 if crash_after is not None and state["steps"] >= crash_after:
                     os._exit(3)
         state["epoch"] = epoch + 1
-        stop = _end_of_epoch(job, model, state, rank, time.perf_counter() - epoch_started)
+        train_loss = float(torch.stack(losses).mean()) if losses else math.nan
+        stop = _end_of_epoch(job, model, state, rank, train_loss, time.perf_counter() - epoch_started)
         if world > 1:
             flag = torch.tensor([1 if stop else 0])
             dist.broadcast(flag, src=0)
@@ -175,6 +178,7 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
         "train_seconds": round(time.perf_counter() - started, 2),
         "processes": world,
         "replica_checksums": checksums,
+        "history": state.get("history", []),
     }
 
 
@@ -221,8 +225,10 @@ def _joined(trained: nn.Module, world: int) -> Iterator[None]:
         yield
 
 
-def _end_of_epoch(job: TrainJob, model: nn.Module, state: dict[str, Any], rank: int, seconds: float) -> bool:
-    """Rank 0 scores the validation split and decides whether to stop early."""
+def _end_of_epoch(
+    job: TrainJob, model: nn.Module, state: dict[str, Any], rank: int, train_loss: float, seconds: float
+) -> bool:
+    """Rank 0 scores the validation split, records the epoch and decides whether to stop early."""
     if rank != 0:
         return False
     valid = evaluate(job, model, job.valid, "valid")
@@ -236,6 +242,9 @@ def _end_of_epoch(job: TrainJob, model: nn.Module, state: dict[str, Any], rank: 
         )
     else:
         state["bad_epochs"] += 1
+    state.setdefault("history", []).append(
+        {"epoch": state["epoch"], "train_loss": train_loss, "valid": score, "seconds": seconds}
+    )
     console.detail(
         f"[{job.name}] epoch {state['epoch']}: valid {score:.4f} (best {state['best_score']:.4f} "
         f"at epoch {state['best_epoch']}), {seconds:.1f} s"

@@ -19,7 +19,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from reki_spark import console
+from reki_spark import console, tracking
 from reki_spark.config import RekiConfig
 from reki_spark.lake import VOCAB, Lake
 from reki_spark.ledger import ledger_entry
@@ -47,7 +47,9 @@ def train(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         path = Path(config.output) / METRICS_FILE
         for job in _jobs(spark, config):
-            results.append(_run(spark, config, job))
+            result = _run(spark, config, job)
+            tracking.log_training_run(config, result, result.pop("history", []))
+            results.append(result)
             write_metrics(config.output, results[-1:])  # a later crash keeps the finished runs
         record.rows_out = len(results)
         record.details = {"runs": [f"{r['task']}/{r['model']}/{r['knowledge']}/{r['seed']}" for r in results]}

@@ -62,6 +62,33 @@ def test_every_backbone_trains_with_and_without_knowledge(spark, trained_lake):
     assert "| din | collective | 1 |" in text and "## Cost ledger" in text and "| extract |" in text
     assert "| mostpop | none | 1 |" in text and "× MostPop" in text
     assert (Path(config.output) / "comparison.png").stat().st_size > 1000
+    _assert_tracked(config, len(ALL_MODELS) * 2 + 1, epochs=1)
+
+
+def _mlflow_runs(config) -> tuple:
+    from mlflow.tracking import MlflowClient
+
+    from reki_spark.tracking import experiment_name, tracking_uri
+
+    client = MlflowClient(tracking_uri(config))
+    experiment = client.get_experiment_by_name(experiment_name(config))
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
+def _assert_tracked(config, trained_runs: int, epochs: int) -> None:
+    """What MLflow's own client reads back: one run per job with config, histories and test
+    metrics, and the report run with its artifacts."""
+    client, runs = _mlflow_runs(config)
+    by_name = {run.info.run_name: run for run in runs}
+    assert len(runs) == trained_runs + 1 and "report" in by_name
+    din = by_name["ctr-din-collective-1"]
+    assert din.data.params["config.training.knowledge"] == str(config.training.knowledge)
+    assert float(din.data.params["run.learning_rate"]) == config.training.learning_rate
+    assert 0.0 <= din.data.metrics["test_auc"] <= 1.0
+    for key in ("train_loss", "valid"):
+        assert [m.step for m in client.get_metric_history(din.info.run_id, key)] == list(range(1, epochs + 1))
+    artifacts = {item.path for item in client.list_artifacts(by_name["report"].info.run_id)}
+    assert artifacts == {"report.md", "comparison.png", "ledger.json"}
 
 
 def test_two_torchdistributor_ranks_end_in_sync(spark, trained_lake):
@@ -78,6 +105,8 @@ def test_two_torchdistributor_ranks_end_in_sync(spark, trained_lake):
     first, second = record["replica_checksums"]
     assert first == second
     assert record["epochs_trained"] == 2
+    client, (run,) = _mlflow_runs(config)  # rank 0's epoch history reached the driver's tracking
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "valid")] == [1, 2]
 
 
 def test_petastorm_feeds_every_row_once_per_epoch_across_two_ranks(spark, tmp_path):

@@ -4,7 +4,7 @@ from ray_workers.backends import Generation, model_id
 from ray_workers.backends import vllm as vllm_backend
 from ray_workers.backends.openai import OpenAiBackend
 from ray_workers.extract import FAILED, OK, answer_prompt
-from ray_workers.validation import answer_problem
+from ray_workers.validation import answer_problem, reason_kind
 from reki_spark.config import ConfigError, LlmConfig, load_config
 
 GOOD = "Genre: dark crime thrillers with moral ambiguity. Mood: tense, gritty and slow-burning throughout."
@@ -21,7 +21,51 @@ GOOD = "Genre: dark crime thrillers with moral ambiguity. Mood: tense, gritty an
     ],
 )
 def test_answer_problems(text, problem):
-    assert answer_problem(text, min_chars=40, min_distinct_word_ratio=0.25) == problem
+    assert answer_problem(text, LlmConfig(min_chars=40, min_distinct_word_ratio=0.25)) == problem
+
+
+# Real degenerate answers, stored `ok` by the old distinct-word check: an e-commerce item answer
+# (one product on ten numbered lines) and two of SmolLM2's collective MovieLens-style answers.
+PACK_OF_TWO = "Here are the products this group likes:\n" + "\n".join(
+    f"{i}. Nature's Gate Herbal Daily Shampoo, 5 Ounce (Pack of 2)" for i in range(1, 11)
+)
+NUMBERED_TITLES = (
+    'Based on the above analysis, the group of users dislikes the film "The Crimson Lighthouse" with the '
+    "following factors:\n1. The Crimson Lighthouse\n"
+    + "\n".join(f"{i}. The Haunted Cellar\n{i}. The Silent Cellar" for i in range(2, 8))
+)
+LOOPING_FACTORS = (
+    "I have identified the following factors to compare: genre, director/actors, time period, plot/theme, "
+    "mood/tone, soundtrack, production quality, " + "soundtrack quality, production quality, " * 12
+)
+FACTOR_ANSWER = (
+    "Genre: the group favours tense crime thrillers and neo-noir.\nDirector/actors: Michael Mann, "
+    "Al Pacino and Robert De Niro recur.\nTime period/country: mostly American films of the 1990s.\n"
+    "Mood/tone: gritty, melancholic and slow-burning.\nCritical acclaim: several were festival winners.\n"
+    "Soundtrack: sparse electronic scores."
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        (PACK_OF_TWO, "repeated line"),
+        (NUMBERED_TITLES, "repeated line"),
+        (LOOPING_FACTORS, "repeated phrase"),
+        (FACTOR_ANSWER, None),
+        (GOOD, None),
+    ],
+)
+def test_line_and_phrase_repetition_is_degenerate(text, kind):
+    problem = answer_problem(text, LlmConfig())
+    assert (reason_kind(problem) if problem else None) == kind
+
+
+def test_rejected_attempts_are_counted_per_reason():
+    backend = ScriptedBackend([PACK_OF_TWO, "", GOOD])
+    row = answer_prompt(backend, SETTINGS, ROW, "m")
+    assert row["status"] == OK
+    assert row["rejections"] == ["repeated line", "empty answer"]
 
 
 class ScriptedBackend:
