@@ -1,6 +1,8 @@
 """SASRec (Kang & McAuley, 2018), as RecBole implements it: learned positions counted from each
 sequence's first real item, LayerNorm and dropout on the embedded input, post-norm Transformer
-blocks with GELU, causal attention that never attends to padding, N(0, 0.02) initialisation.
+blocks with GELU and dropout on each block's outputs (not inside the feed-forward, where PyTorch's
+layer would put a third one), causal attention that never attends to padding, N(0, 0.02)
+initialisation.
 
 Inside the encoder the rows are right-aligned (real items first, padding after), so the causal
 mask alone keeps every real position away from padding keys and attention runs as PyTorch's
@@ -40,6 +42,9 @@ class SasRec(SeqModel):
         self.transformer = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         for layer in self.transformer.layers:
             layer.self_attn.dropout = attention_dropout
+            # PyTorch's layer also drops the feed-forward's inner activations; RecBole's (and
+            # Kang & McAuley's) blocks drop only the attention and feed-forward outputs.
+            layer.dropout.p = 0.0
         self._initialise()
 
     def _initialise(self) -> None:
