@@ -99,6 +99,8 @@ def write_table() -> Path:
     notes = []
     for path in sorted(RESULTS.glob("*.json")):
         result = json.loads(path.read_text())
+        if "measures" not in result:  # a profile or per-run detail file, not a ratio benchmark
+            continue
         for m in result["measures"]:
             bound = float(m["target"].split()[1])
             met = "yes" if m["met"] else f"no, missed by {abs(m['median'] - bound) / bound:.0%}"

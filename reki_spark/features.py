@@ -44,6 +44,10 @@ def build_features(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
         record.rows_in = interactions.count()
         record.rows_out = counts[SAMPLES]
         record.details = counts
+    print(
+        f"features: {record.rows_in:,} interactions -> {counts[PROMPT_WINDOWS]:,} prompt-window rows, "
+        f"{counts[SAMPLES]:,} samples, {counts[SEQUENCES]:,} sequences"
+    )
     return counts
 
 
