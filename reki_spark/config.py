@@ -307,7 +307,8 @@ class TrainingConfig(_Strict):
     # model runs once per knowledge setting and seed.
     models: list[Literal["din", "dcnv2", "deepfm", "autoint", "sasrec", "gru4rec", "mostpop"]] = ["din"]
     # Unset: none and knowledge.mode.
-    knowledge: list[Literal["none", "individual", "collective"]] = ["none", "collective"]
+    # shuffled and cluster_only are controls of collective knowledge (training/data.py).
+    knowledge: list[Literal["none", "individual", "collective", "shuffled", "cluster_only"]] = ["none", "collective"]
     seeds: list[int] = [1, 2, 3, 4, 5]
     # Defaults of every model; a model's block (training.<model>.epochs, ...) overrides them.
     epochs: int = Field(20, ge=1)
@@ -425,8 +426,10 @@ class RekiConfig(_Strict):
 
     @model_validator(mode="after")
     def _knowledge_settings_agree(self) -> RekiConfig:
-        """`reki run` extracts one knowledge mode: training and export can only use that one."""
-        extracted = {"none", self.knowledge.mode}
+        """`reki run` extracts one knowledge mode: training and export can only use that one (and, for
+        collective knowledge, its controls)."""
+        controls = {"shuffled", "cluster_only"} if self.knowledge.mode == "collective" else set()
+        extracted = {"none", self.knowledge.mode, *controls}
         stray = [mode for mode in self.training.knowledge if mode not in extracted]
         if stray:
             raise ValueError(

@@ -146,6 +146,28 @@ def _verdict(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+CONTROLS = ("shuffled", "cluster_only")
+
+
+def _llm_verdict(summary: pd.DataFrame) -> list[str]:
+    """Collective knowledge against its controls: the effect is the LLM's text only where
+    collective beats both the shuffled vectors and the bare groups."""
+    lines = []
+    primary = summary[summary["metric"] == summary["task"].map(PRIMARY)]
+    for (task, model), group in primary.groupby(["task", "model"]):
+        by_setting = group.set_index("knowledge")
+        if not {"collective", *CONTROLS} <= set(by_setting.index):
+            continue
+        results = {c: welch(by_setting.loc["collective", "values"], by_setting.loc[c, "values"]) for c in CONTROLS}
+        parts = [f"vs `{c}` {r.difference:+.4f} (p = {r.p_value:.3g}): {r.verdict}" for c, r in results.items()]
+        shown = all(r.verdict == "better" for r in results.values())
+        lines.append(
+            f"- {task} {model}: `collective` {'; '.join(parts)}; an effect of the LLM's text is "
+            + ("shown." if shown else "not shown (collective must beat both controls at p < 0.05).")
+        )
+    return lines
+
+
 def _table(summary: pd.DataFrame, task: str) -> list[str]:
     part = summary[summary["task"] == task]
     metrics = METRIC_COLUMNS[task]
@@ -231,6 +253,7 @@ def write_report(spark: SparkSession, config: RekiConfig) -> Path:
         "## What the numbers say",
         "",
         *(_verdict(summary) or ["- (no knowledge setting to compare)"]),
+        *_llm_verdict(summary),
         "",
         f"![comparison]({chart.name})",
         "",

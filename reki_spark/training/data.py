@@ -237,18 +237,33 @@ class KnowledgeArrays:
     user_rows: np.ndarray
 
 
+# Knowledge controls: collective vectors dealt to the wrong groups (same vectors, wrong assignment),
+# and the groups alone with no LLM text. Collective knowledge is the LLM's only if it beats both.
+SHUFFLED, CLUSTER_ONLY = "shuffled", "cluster_only"
+GROUPED_MODES = {"collective", SHUFFLED, CLUSTER_ONLY}
+SHUFFLE_SEED = 20240817
+
+
 def knowledge_arrays(lake: Lake, vocab: DataFrame, mode: str, encoder_id: str) -> KnowledgeArrays:
-    vectors = lake.read(KNOWLEDGE_VECTORS).where((F.col("source") == mode) & (F.col("encoder_id") == encoder_id))
-    if vectors.isEmpty():
-        raise FileNotFoundError(
-            f"no {mode} knowledge vectors from encoder {encoder_id}: run `reki encode` with knowledge.mode={mode}"
-        )
+    if mode == CLUSTER_ONLY:
+        item_vectors, item_keys, user_vectors, user_keys = group_codes(lake)
+    else:
+        source = "collective" if mode == SHUFFLED else mode
+        vectors = lake.read(KNOWLEDGE_VECTORS).where((F.col("source") == source) & (F.col("encoder_id") == encoder_id))
+        if vectors.isEmpty():
+            raise FileNotFoundError(
+                f"no {source} knowledge vectors from encoder {encoder_id}: "
+                f"run `reki encode` with knowledge.mode={source}"
+            )
+        item_vectors, item_keys = _vector_rows(vectors.where(F.col("entity_type") == "item"))
+        user_vectors, user_keys = _vector_rows(vectors.where(F.col("entity_type") == "user"))
+        if mode == SHUFFLED:
+            item_vectors, user_vectors = deranged(item_vectors), deranged(user_vectors)
     sizes = cardinalities(vocab)
-    item_vectors, item_keys = _vector_rows(vectors.where(F.col("entity_type") == "item"))
-    user_vectors, user_keys = _vector_rows(vectors.where(F.col("entity_type") == "user"))
     items = vocab.where(F.col("field") == "item_id").select(F.col("value").alias("item_id"), "index")
     users = vocab.where(F.col("field") == "user_id").select(F.col("value").alias("user_id"), "index")
-    if mode == "collective":
+    grouped = mode in GROUPED_MODES
+    if grouped:
         item_map = lake.read(ITEM_CLUSTERS).select("item_id", F.col("cluster_id").alias("key"))
         user_map = lake.read(USER_CLUSTERS).select("user_id", "view", F.col("cluster_id").alias("key"))
     else:
@@ -257,12 +272,41 @@ def knowledge_arrays(lake: Lake, vocab: DataFrame, mode: str, encoder_id: str) -
     item_rows = np.zeros(sizes["item_id"], dtype=np.int64)
     for row in items.join(item_map, "item_id").collect():
         item_rows[row["index"]] = item_keys.get(row["key"], 0)
-    views = USER_VIEWS if mode == "collective" else ["profile"]
+    views = USER_VIEWS if grouped else ["profile"]
     user_rows = np.zeros((sizes["user_id"], len(views)), dtype=np.int64)
     for row in users.join(user_map, "user_id").collect():
         if row["view"] in views:
             user_rows[row["index"], views.index(row["view"])] = user_keys.get(row["key"], 0)
     return KnowledgeArrays(item_vectors, item_rows, user_vectors, user_rows)
+
+
+def group_codes(lake: Lake) -> tuple[np.ndarray, dict[str, int], np.ndarray, dict[str, int]]:
+    """`cluster_only`: one one-hot code per item group and per user group, in one shared space.
+    HEIN's first layer on a one-hot code is a learned embedding of the group id: the capacity of
+    group membership, with no LLM text."""
+    item_groups = sorted(r["cluster_id"] for r in lake.read(ITEM_CLUSTERS).select("cluster_id").distinct().collect())
+    user_groups = sorted(r["cluster_id"] for r in lake.read(USER_CLUSTERS).select("cluster_id").distinct().collect())
+    codes = np.eye(len(item_groups) + len(user_groups), dtype=np.float32)
+    zero = np.zeros((1, codes.shape[1]), dtype=np.float32)
+    item_vectors = np.vstack([zero, codes[: len(item_groups)]])
+    user_vectors = np.vstack([zero, codes[len(item_groups) :]])
+    return (
+        item_vectors,
+        {key: i + 1 for i, key in enumerate(item_groups)},
+        user_vectors,
+        {key: i + 1 for i, key in enumerate(user_groups)},
+    )
+
+
+def deranged(vectors: np.ndarray, seed: int = SHUFFLE_SEED) -> np.ndarray:
+    """`shuffled`: the same rows, each moved to another group (row 0, no knowledge, stays)."""
+    count = len(vectors) - 1
+    if count < 2:
+        return vectors.copy()
+    order = np.random.default_rng(seed).permutation(count) + 1
+    moved = vectors.copy()
+    moved[order] = vectors[np.roll(order, -1)]  # a cycle through a random order: nothing stays put
+    return moved
 
 
 def _vector_rows(vectors: DataFrame) -> tuple[np.ndarray, dict[str, int]]:

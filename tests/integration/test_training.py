@@ -176,3 +176,23 @@ def test_killed_training_resumes_to_the_same_step_count(trained_lake, tmp_path):
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming after epoch 1" in resumed.stdout
     assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())[0]["steps"] == full_steps
+
+
+def test_knowledge_controls_train_beside_collective(spark, trained_lake):
+    from reki_spark.lake import Lake
+    from reki_spark.training.data import build_vocab, knowledge_arrays
+
+    modes = ["collective", "shuffled", "cluster_only"]
+    config = tiny_config(trained_lake, 'training.models=["din"]', f"training.knowledge={json.dumps(modes)}", *ONE_EPOCH)
+    lake = Lake(spark, config.lake)
+    vocab = build_vocab(lake)
+    real, shuffled, codes = (knowledge_arrays(lake, vocab, mode, config.encoder.model) for mode in modes)
+    # shuffled: the same vectors and the same entity -> group map, every vector in another group
+    assert (shuffled.item_rows == real.item_rows).all() and (shuffled.user_rows == real.user_rows).all()
+    assert sorted(map(tuple, shuffled.item_vectors.tolist())) == sorted(map(tuple, real.item_vectors.tolist()))
+    assert not (shuffled.item_vectors[1:] == real.item_vectors[1:]).all(axis=1).any()
+    # cluster_only: one one-hot code per group, no text; the same entities have a group
+    assert (codes.item_vectors[1:].sum(axis=1) == 1).all() and (codes.user_vectors[1:].sum(axis=1) == 1).all()
+    assert ((codes.item_rows > 0) == (real.item_rows > 0)).all()
+    results = train(spark, config)
+    assert {r["knowledge"] for r in results} == set(modes)

@@ -94,3 +94,10 @@ def test_training_follows_the_extracted_knowledge_mode_by_default():
 def test_knowledge_settings_that_contradict_each_other_fail_at_load(overrides, expected):
     with pytest.raises(ConfigError, match=expected):
         load_config(None, overrides)
+
+
+def test_knowledge_controls_come_with_collective_knowledge_only():
+    config = load_config(None, ["training.knowledge=[none, collective, shuffled, cluster_only]"])
+    assert config.training.knowledge[-2:] == ["shuffled", "cluster_only"]
+    with pytest.raises(ConfigError, match=r"training\.knowledge lists shuffled"):
+        load_config(None, ["knowledge.mode=individual", "training.knowledge=[none, individual, shuffled]"])

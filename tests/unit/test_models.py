@@ -102,3 +102,16 @@ def test_sequential_backbones_score_every_item(name, with_knowledge):
     assert torch.isfinite(loss)
     model.eval()
     assert model.scores(sequence[:, 1:], torch.tensor([1, 2])).shape == (2, 10)
+
+
+def test_deranged_knowledge_moves_every_vector_to_another_group():
+    import numpy as np
+
+    from reki_spark.training.data import deranged
+
+    vectors = np.vstack([np.zeros((1, 3)), np.arange(30, dtype=float).reshape(10, 3)])
+    moved = deranged(vectors)
+    assert (moved[0] == 0).all()  # row 0 means "no knowledge" and stays
+    assert sorted(map(tuple, moved[1:].tolist())) == sorted(map(tuple, vectors[1:].tolist()))
+    assert not (moved[1:] == vectors[1:]).all(axis=1).any()
+    assert (deranged(vectors) == moved).all()  # seeded: every run deals the same wrong groups

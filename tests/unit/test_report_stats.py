@@ -52,3 +52,25 @@ def test_report_rows_compare_with_none_and_mostpop():
     assert primary.loc[("sasrec", "none"), "vs_mostpop"] == pytest.approx(0.102 / 0.04)
     (row,) = comparisons(summary).itertuples()
     assert row.knowledge == "collective" and row.comparison.verdict == "better"
+
+
+def _ctr_records(means: dict[str, float]) -> list[dict]:
+    return [
+        {"task": "ctr", "model": "din", "knowledge": knowledge, "seed": seed, "auc": mean + seed * 1e-4, "logloss": 0.5}
+        for seed in (1, 2, 3, 4, 5)
+        for knowledge, mean in means.items()
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cluster_only", "shown"),
+    [(0.700, True), (0.720, False)],  # the bare groups doing as well as collective: not the LLM's text
+)
+def test_knowledge_counts_as_the_llms_only_when_collective_beats_both_controls(cluster_only, shown):
+    from reki_spark.evaluation.report import _llm_verdict
+
+    summary = summarize(
+        _ctr_records({"none": 0.69, "collective": 0.72, "shuffled": 0.70, "cluster_only": cluster_only})
+    )
+    (line,) = _llm_verdict(summary)
+    assert ("an effect of the LLM's text is shown." in line) == shown
