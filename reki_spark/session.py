@@ -47,6 +47,11 @@ def get_spark(config: RekiConfig) -> SparkSession:
     builder = SparkSession.builder.appName(config.spark.app_name)
     if not launched_by_spark_submit():
         _require_delta_jars()
+        # PySpark 3.5 starts its Python workers with $PYSPARK_PYTHON (else a bare `python3`),
+        # whatever spark.pyspark.python says: without this, `.venv/bin/reki` run without an
+        # activated venv hands every UDF to the system Python.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
         builder = builder.master(config.spark.master)
         for key, value in local_settings(config).items():
             builder = builder.config(key, value)

@@ -45,8 +45,11 @@ def test_the_built_wheel_runs_a_stage_outside_the_checkout(tmp_path):
     _run([*pip_install, str(wheel)], tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    # The wheel first on the path; the environment supplies only the dependencies.
-    env = {**os.environ, "PYTHONPATH": str(site), "PYSPARK_PYTHON": sys.executable}
+    # The wheel first on the path; the environment supplies only the dependencies. No activated
+    # venv and no PYSPARK_PYTHON: the Spark workers must still get this interpreter.
+    unset = {"PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON", "VIRTUAL_ENV"}
+    env = {key: value for key, value in os.environ.items() if key not in unset}
+    env.update(PYTHONPATH=str(site), PATH="/usr/local/bin:/usr/bin:/bin")
     located = _run([sys.executable, "-c", "import reki_spark, ray_workers; print(reki_spark.__file__)"], elsewhere, env)
     assert located.strip().startswith(str(site))
     reki = str(site / "bin" / "reki")
