@@ -1,5 +1,5 @@
-"""Serving export (`reki export`): one trained CTR run becomes (1) per-entity HEIN outputs, 32-d per
-user and per item, in the `serving_vectors` Delta table and a Parquet file for an online feature
+"""Serving export (`reki export`): one trained CTR run becomes (1) per-entity HEIN outputs (32-d per
+user view and per item), in the `serving_vectors` Delta table and a Parquet file for an online feature
 store, (2) a TorchScript module of backbone + precomputed knowledge whose scores are checked
 against the PyTorch model, (3) the entity feature codes the scoring API needs.
 

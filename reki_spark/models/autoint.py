@@ -16,18 +16,18 @@ class AutoInt(CtrModel):
         self.attention = nn.ModuleList(
             nn.MultiheadAttention(d, heads, dropout=dropout, batch_first=True) for _ in range(layers)
         )
-        # HEIN's 32-d halves become fields of the embedding width.
+        # HEIN's 32-d parts (each user view, the item) become fields of the embedding width.
         side = self.adapter.side_dim
         self.knowledge_field = nn.Linear(side, d) if side and side != d else nn.Identity()
-        n_fields = len(self.field_names) + 1 + (2 if self.adapter.enabled else 0)
+        n_fields = len(self.field_names) + 1 + (self.adapter.output_dim // side if side else 0)
         self.head = nn.Linear(n_fields * d, 1)
 
     def forward(self, batch: Batch) -> torch.Tensor:
         parts = [self.field_embeddings(batch), self.mean_history(batch).unsqueeze(1)]
         augmented = self.augmented(batch)
         if augmented is not None:
-            user_part, item_part = augmented.chunk(2, dim=-1)
-            parts.append(torch.stack([self.knowledge_field(user_part), self.knowledge_field(item_part)], dim=1))
+            pieces = augmented.split(self.adapter.side_dim, dim=-1)
+            parts.append(torch.stack([self.knowledge_field(piece) for piece in pieces], dim=1))
         fields = torch.cat(parts, dim=1)
         for layer in self.attention:
             attended, _ = layer(fields, fields, fields, need_weights=False)

@@ -80,7 +80,7 @@ class KnowledgeTables(nn.Module):
         self.register_buffer("item_vectors", torch.as_tensor(item_vectors, dtype=torch.float32))
         self.register_buffer("item_rows", torch.as_tensor(item_rows, dtype=torch.long))
         self.register_buffer("user_vectors", torch.as_tensor(user_vectors, dtype=torch.float32))
-        # (users, views): a user has one row per view (positive, negative), averaged
+        # (users, views): one row per view (collective: positive, negative; individual: profile)
         self.register_buffer("user_rows", torch.as_tensor(user_rows, dtype=torch.long).reshape(len(user_rows), -1))
 
     @property
@@ -90,11 +90,15 @@ class KnowledgeTables(nn.Module):
     def items(self, item_index: torch.Tensor) -> torch.Tensor:
         return self.item_vectors[self.item_rows[item_index]]
 
-    def users(self, user_index: torch.Tensor) -> torch.Tensor:
+    @property
+    def user_views(self) -> int:
+        return int(self.user_rows.shape[1])
+
+    def users(self, user_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, views, dimension) vectors, each view kept apart (likes and dislikes are never
+        mixed), and (batch, views) whether the user has that view."""
         rows = self.user_rows[user_index]
-        vectors = self.user_vectors[rows]
-        present = (rows > 0).unsqueeze(-1).float()
-        return (vectors * present).sum(-2) / present.sum(-2).clamp(min=1.0)
+        return self.user_vectors[rows], rows > 0
 
 
 def mlp(sizes: list[int], dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
@@ -119,18 +123,21 @@ class KnowledgeAdapter(nn.Module):
             if knowledge is not None
             else None
         )
-        self.output_dim = 2 * hein.output if knowledge is not None else 0
+        # One HEIN output per user view and one for the item: [positive; negative; item] in
+        # collective mode, [profile; item] in individual mode.
+        views = knowledge.user_views if knowledge is not None else 0
         self.side_dim = hein.output if knowledge is not None else 0
+        self.user_dim = views * self.side_dim
+        self.output_dim = self.user_dim + self.side_dim
 
     @property
     def enabled(self) -> bool:
         return self.knowledge is not None
 
     def pair(self, user_index: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor | None:
-        """The 64-d augmented vector: concat(user 32-d, item 32-d)."""
-        if self.knowledge is None or self.hein is None:
-            return None
-        return self.hein(self.knowledge.users(user_index), self.knowledge.items(item_index))
+        """The augmented vector: concat(each user view's 32-d, item 32-d)."""
+        users, items = self.users(user_index), self.items(item_index)
+        return None if users is None or items is None else torch.cat([users, items], dim=-1)
 
     def through_mlp(
         self,
@@ -151,9 +158,12 @@ class KnowledgeAdapter(nn.Module):
         return self.hein.item(self.knowledge.items(item_index))[0]
 
     def users(self, user_index: torch.Tensor) -> torch.Tensor | None:
+        """(batch, views x 32): HEIN's user output per view, zero where the user lacks the view."""
         if self.knowledge is None or self.hein is None:
             return None
-        return self.hein.user(self.knowledge.users(user_index))[0]
+        vectors, present = self.knowledge.users(user_index)
+        outputs = self.hein.user(vectors.flatten(0, 1))[0].view(*present.shape, -1)
+        return (outputs * present.unsqueeze(-1)).flatten(1)
 
 
 class CtrModel(nn.Module):

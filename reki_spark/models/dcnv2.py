@@ -1,4 +1,4 @@
-"""DCNv2 (Wang et al., 2021): full-rank cross layers beside a deep tower. Knowledge: the 64-d HEIN
+"""DCNv2 (Wang et al., 2021): full-rank cross layers beside a deep tower. Knowledge: the HEIN
 vector is concatenated to the dense input x0."""
 
 from __future__ import annotations

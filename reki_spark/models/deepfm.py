@@ -1,5 +1,5 @@
 """DeepFM (Guo et al., 2017): a factorization machine over the fields plus a deep tower on the same
-embeddings. Knowledge: the 64-d HEIN vector is concatenated to the deep tower's dense input and,
+embeddings. Knowledge: the HEIN vector is concatenated to the deep tower's dense input and,
 as in KAR's DeepFM, has its own term in the linear part."""
 
 from __future__ import annotations

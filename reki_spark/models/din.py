@@ -1,4 +1,4 @@
-"""DIN (Zhou et al., 2018): attention of the history on the target item. Knowledge: the 64-d HEIN
+"""DIN (Zhou et al., 2018): attention of the history on the target item. Knowledge: the HEIN
 vector joins the attention-pooled interest and the target embedding before the MLP."""
 
 from __future__ import annotations

@@ -45,9 +45,9 @@ class SeqModel(nn.Module):
         self.sampled_negatives = sampled_negatives
         self.item_embedding = nn.Embedding(schema.items, embedding, padding_idx=0)
         self.adapter = KnowledgeAdapter(knowledge, hein)
-        side = self.adapter.side_dim
+        side, user_side = self.adapter.side_dim, self.adapter.user_dim
         self.item_knowledge = _zero_linear(side, embedding) if side else None
-        self.user_knowledge = _zero_linear(side, embedding) if side else None
+        self.user_knowledge = _zero_linear(user_side, embedding) if user_side else None
 
     def reset_knowledge_projections(self) -> None:
         """Back to zero after a subclass's own initialisation touched every linear layer."""

@@ -18,7 +18,7 @@ SERVING_INPUTS = [*CTR_FIELDS, "history", "history_ratings", "history_categories
 
 
 class FoldedMlp(nn.Module):
-    """An MLP whose first layer takes [x; user 32-d; item 32-d], with the knowledge columns folded:
+    """An MLP whose first layer takes [x; user views' 32-d each; item 32-d], with the knowledge columns folded:
     W [x; u; i] + b = W_x x + (W_u u) + (W_i i + b), the bracketed 200-d terms looked up per entity
     instead of widening the request-time matrix product."""
 
@@ -27,12 +27,12 @@ class FoldedMlp(nn.Module):
         first = layers[0]
         if not isinstance(first, nn.Linear):
             raise TypeError(f"a knowledge MLP must start with a linear layer, not {type(first).__name__}")
-        side = int(user_vectors.shape[1])
-        width = first.in_features - 2 * side
+        user_side = int(user_vectors.shape[1])
+        width = first.in_features - user_side - int(item_vectors.shape[1])
         weight, bias = first.weight.detach(), first.bias.detach()
         self.register_buffer("input_weight", weight[:, :width].T.contiguous())
-        self.register_buffer("user_terms", user_vectors.detach() @ weight[:, width : width + side].T)
-        self.register_buffer("item_terms", item_vectors.detach() @ weight[:, width + side :].T + bias)
+        self.register_buffer("user_terms", user_vectors.detach() @ weight[:, width : width + user_side].T)
+        self.register_buffer("item_terms", item_vectors.detach() @ weight[:, width + user_side :].T + bias)
         self.rest = layers[1:]
 
     @property
@@ -47,14 +47,15 @@ class FoldedMlp(nn.Module):
 
 
 class PrecomputedKnowledge(nn.Module):
-    """Stands in for `KnowledgeAdapter` with per-entity 32-d HEIN outputs."""
+    """Stands in for `KnowledgeAdapter` with per-entity HEIN outputs (32-d per user view and item)."""
 
     def __init__(self, user_vectors: torch.Tensor, item_vectors: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("user_vectors", user_vectors.detach().clone())
         self.register_buffer("item_vectors", item_vectors.detach().clone())
-        self.side_dim = int(user_vectors.shape[1])
-        self.output_dim = 2 * self.side_dim
+        self.side_dim = int(item_vectors.shape[1])
+        self.user_dim = int(user_vectors.shape[1])
+        self.output_dim = self.user_dim + self.side_dim
         self.enabled = True
 
     def pair(self, user_index: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor:

@@ -97,7 +97,8 @@ def test_export_vectors_torchscript_parity_and_scoring(spark, knowledge_lake, tm
     assert meta["parity_max_abs_diff"] <= 1e-5 and meta["example_rows"] > 0
     vectors = Lake(spark, config.lake).read(SERVING_VECTORS)
     assert vectors.where("entity_type = 'user'").count() == 60 and vectors.where("entity_type = 'item'").count() == 48
-    assert {len(r["vector"]) for r in vectors.collect()} == {32}
+    widths = {(r["entity_type"], len(r["vector"])) for r in vectors.collect()}
+    assert widths == {("user", 64), ("item", 32)}  # a user's positive and negative views stay apart
     assert len(pd.read_parquet(folder / "serving_vectors.parquet")) == 108
     scorer = Scorer(folder)
     ranked = scorer.rank("1", ["1", "2", "3", "unknown-item"], history=["4", "5"])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, Hein, KnowledgeTables, SeqSchema
-from reki_spark.models.base import CTR_FIELDS
+from reki_spark.models.base import CTR_FIELDS, DEFAULT_HEIN
 from reki_spark.models.serving import PrecomputedKnowledge, serving_copy
 
 D = 16
@@ -38,16 +38,25 @@ def test_hein_shapes_and_gate_weights():
     assert [m.out_features for m in first if isinstance(m, torch.nn.Linear)] == [128, 32]
 
 
-def test_knowledge_lookup_is_frozen_and_averages_user_views():
+def test_knowledge_lookup_is_frozen_and_keeps_user_views_apart():
     tables = _knowledge()
     assert not any(p.requires_grad for p in tables.parameters())
     assert torch.count_nonzero(tables.items(torch.tensor([0]))) == 0
     user = torch.tensor([3])
     rows = tables.user_rows[3]
-    expected = (tables.user_vectors[rows[0]] + tables.user_vectors[rows[1]]) / 2
-    assert torch.allclose(tables.users(user)[0], expected)
-    tables.user_rows[3, 1] = 0  # a missing view is left out of the mean, not averaged as zeros
-    assert torch.allclose(tables.users(user)[0], tables.user_vectors[rows[0]])
+    vectors, present = tables.users(user)
+    assert torch.equal(vectors[0], tables.user_vectors[rows])  # likes and dislikes never mixed
+    assert present[0].tolist() == (rows > 0).tolist()
+
+
+def test_a_missing_user_view_contributes_zeros_not_heins_bias():
+    from reki_spark.models.base import KnowledgeAdapter
+
+    adapter = KnowledgeAdapter(_knowledge(), DEFAULT_HEIN)
+    assert adapter.output_dim == 3 * DEFAULT_HEIN.output  # positive, negative, item
+    adapter.knowledge.user_rows[3, 1] = 0
+    positive, negative = adapter.users(torch.tensor([3])).split(DEFAULT_HEIN.output, dim=-1)
+    assert torch.count_nonzero(negative) == 0 and torch.count_nonzero(positive) > 0
 
 
 def _ctr_batch(n: int = 6, history: int = 5) -> dict:
