@@ -19,7 +19,9 @@ QUIET_LOG4J = Path(__file__).resolve().parent / "log4j2-quiet.properties"
 QUIET_ENVIRONMENT = {
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",
     "TRANSFORMERS_VERBOSITY": "error",
-    "RAY_BACKEND_LOG_LEVEL": "fatal",
+    # Opts into Ray's announced default (CPU-only tasks leave CUDA_VISIBLE_DEVICES alone) instead of
+    # a FutureWarning at every start; GPU actors (vLLM) ask for GPUs and are unaffected.
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",
 }
 
 
