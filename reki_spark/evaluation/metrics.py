@@ -10,6 +10,8 @@ import torch
 from sklearn.metrics import log_loss, roc_auc_score
 
 FULL, SAMPLED = "full", "sampled99"
+# The metric that picks the best epoch, names a run and carries the report's verdict, per task.
+PRIMARY = {"ctr": "auc", "sequential": f"ndcg@10_{FULL}"}
 SAMPLED_NEGATIVES = 99
 
 

@@ -19,11 +19,11 @@ from scipy import stats
 
 from reki_spark import tracking
 from reki_spark.config import RekiConfig
+from reki_spark.evaluation.metrics import PRIMARY
 from reki_spark.lake import LEDGER, Lake
 from reki_spark.training.loop import MOSTPOP
 from reki_spark.training.train import METRICS_FILE
 
-PRIMARY = {"ctr": "auc", "sequential": "ndcg@10_full"}
 METRIC_COLUMNS = {
     "ctr": ["auc", "logloss"],
     "sequential": ["ndcg@10_full", "recall@10_full", "ndcg@10_sampled99", "recall@10_sampled99"],

@@ -24,6 +24,7 @@ from torch import nn
 from reki_spark import console
 from reki_spark.evaluation.metrics import (
     FULL,
+    PRIMARY,
     SAMPLED,
     ctr_metrics,
     ranking_metrics,
@@ -232,7 +233,7 @@ def _end_of_epoch(
     if rank != 0:
         return False
     valid = evaluate(job, model, job.valid, "valid")
-    score = valid["auc"] if job.task == "ctr" else valid[f"ndcg@10_{FULL}"]
+    score = valid[PRIMARY[job.task]]
     if score > state["best_score"]:
         state.update(
             best_score=score,

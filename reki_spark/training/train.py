@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from reki_spark import console, tracking
 from reki_spark.config import RekiConfig
+from reki_spark.evaluation.metrics import PRIMARY
 from reki_spark.lake import VOCAB, Lake
 from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS, CtrSchema, HeinSettings, SeqSchema
@@ -84,7 +85,7 @@ def _run(spark: SparkSession, config: RekiConfig, job: TrainJob) -> dict[str, An
 
 
 def _summary(result: dict[str, Any]) -> str:
-    metric = "auc" if result["task"] == "ctr" else "ndcg@10_full"
+    metric = PRIMARY[result["task"]]
     trained = f"{result['epochs_trained']} epochs (best {result['best_epoch']}), " if result["epochs_trained"] else ""
     seconds, processes = result["train_seconds"], result["processes"]
     return f"{trained}test {metric} {result[metric]:.4f}, {seconds:.0f} s on {processes} process(es)"
