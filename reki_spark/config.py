@@ -12,6 +12,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 DatasetName = Literal["sample", "movielens-100k", "movielens-1m", "amazon-2014", "amazon-2018", "table"]
 
 
+# Controls of collective knowledge (reki_spark/training/data.py): the collective vectors dealt to
+# the wrong groups, and the groups alone with no LLM text.
+KNOWLEDGE_CONTROLS = ("shuffled", "cluster_only")
+
+
 class ConfigError(ValueError):
     """A configuration problem, worded as one line that names the offending key."""
 
@@ -428,7 +433,7 @@ class RekiConfig(_Strict):
     def _knowledge_settings_agree(self) -> RekiConfig:
         """`reki run` extracts one knowledge mode: training and export can only use that one (and, for
         collective knowledge, its controls)."""
-        controls = {"shuffled", "cluster_only"} if self.knowledge.mode == "collective" else set()
+        controls = set(KNOWLEDGE_CONTROLS) if self.knowledge.mode == "collective" else set()
         extracted = {"none", self.knowledge.mode, *controls}
         stray = [mode for mode in self.training.knowledge if mode not in extracted]
         if stray:

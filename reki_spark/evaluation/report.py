@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 from scipy import stats
 
 from reki_spark import tracking
-from reki_spark.config import RekiConfig
+from reki_spark.config import KNOWLEDGE_CONTROLS, RekiConfig
 from reki_spark.evaluation.metrics import PRIMARY
 from reki_spark.lake import LEDGER, Lake
 from reki_spark.training.loop import MOSTPOP
@@ -146,9 +146,6 @@ def _verdict(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
-CONTROLS = ("shuffled", "cluster_only")
-
-
 def _llm_verdict(summary: pd.DataFrame) -> list[str]:
     """Collective knowledge against its controls: the effect is the LLM's text only where
     collective beats both the shuffled vectors and the bare groups."""
@@ -156,9 +153,11 @@ def _llm_verdict(summary: pd.DataFrame) -> list[str]:
     primary = summary[summary["metric"] == summary["task"].map(PRIMARY)]
     for (task, model), group in primary.groupby(["task", "model"]):
         by_setting = group.set_index("knowledge")
-        if not {"collective", *CONTROLS} <= set(by_setting.index):
+        if not {"collective", *KNOWLEDGE_CONTROLS} <= set(by_setting.index):
             continue
-        results = {c: welch(by_setting.loc["collective", "values"], by_setting.loc[c, "values"]) for c in CONTROLS}
+        results = {
+            c: welch(by_setting.loc["collective", "values"], by_setting.loc[c, "values"]) for c in KNOWLEDGE_CONTROLS
+        }
         parts = [f"vs `{c}` {r.difference:+.4f} (p = {r.p_value:.3g}): {r.verdict}" for c, r in results.items()]
         shown = all(r.verdict == "better" for r in results.values())
         lines.append(

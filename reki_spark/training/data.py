@@ -11,6 +11,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from reki_spark.config import KNOWLEDGE_CONTROLS
 from reki_spark.frames import union_all, with_row_index
 from reki_spark.lake import (
     INTERACTIONS,
@@ -239,8 +240,8 @@ class KnowledgeArrays:
 
 # Knowledge controls: collective vectors dealt to the wrong groups (same vectors, wrong assignment),
 # and the groups alone with no LLM text. Collective knowledge is the LLM's only if it beats both.
-SHUFFLED, CLUSTER_ONLY = "shuffled", "cluster_only"
-GROUPED_MODES = {"collective", SHUFFLED, CLUSTER_ONLY}
+SHUFFLED, CLUSTER_ONLY = KNOWLEDGE_CONTROLS
+GROUPED_MODES = {"collective", *KNOWLEDGE_CONTROLS}
 SHUFFLE_SEED = 20240817
 
 
