@@ -25,6 +25,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from reki_spark.config import ConfigError, RekiConfig
+from reki_spark.data.bronze import blank_to_null
 from reki_spark.lake import CLUSTERS, ITEM_CLUSTERS, ITEMS, KNOWLEDGE, PROMPTS, USER_CLUSTERS, USERS, Lake
 from reki_spark.ledger import ledger_entry
 
@@ -45,6 +46,8 @@ class ImportSummary:
     groups: dict[str, int] = field(default_factory=dict)
     answers: int = 0
     failed: int = 0
+    prompt_tokens: int = 0  # as the source recorded them
+    completion_tokens: int = 0
     items_mapped: int = 0
     items: int = 0
     users_mapped: dict[str, int] = field(default_factory=dict)
@@ -75,8 +78,7 @@ def import_knowledge(spark: SparkSession, config: RekiConfig) -> ImportSummary:
         summary = _write(lake, groups, answers, model)
         record.rows_in, record.rows_out = summary.answers, summary.answers - summary.failed
         record.llm_calls = summary.answers
-        tokens = answers.agg(F.sum("prompt_tokens"), F.sum("completion_tokens")).first()
-        record.prompt_tokens, record.completion_tokens = int(tokens[0] or 0), int(tokens[1] or 0)
+        record.prompt_tokens, record.completion_tokens = summary.prompt_tokens, summary.completion_tokens
         record.details = {"source": str(source.path), "format": source.format, **summary.__dict__}
     print(summary.line())
     print(f"encode these answers with: reki encode --set llm.backend={IMPORTED} --set llm.model={model}")
@@ -107,7 +109,7 @@ def _read(spark: SparkSession, folder: Path) -> tuple[DataFrame, DataFrame]:
 def _invalid(required: list[str]) -> Column:
     missing = F.lit(False)
     for column in required:
-        missing = missing | F.col(column).isNull() | (F.trim(F.col(column)) == "")
+        missing = missing | blank_to_null(column).isNull()
     known = ((F.col("entity_type") == "item") & F.col("view").isin(VIEWS["item"])) | (
         (F.col("entity_type") == "user") & F.col("view").isin(VIEWS["user"])
     )
@@ -144,8 +146,11 @@ def _write(lake: Lake, groups: DataFrame, answers: DataFrame, model: str) -> Imp
     lake.merge(_knowledge(prompts, summary.model_id), KNOWLEDGE, ["prompt_id", "model_id"])
 
     summary.groups = _count_by_view(grouped, "group_id")
-    summary.answers = answers.count()
-    summary.failed = answers.where(F.col("text").isNull() | (F.trim("text") == "")).count()
+    totals = answers.agg(
+        F.count("*"), F.sum(_no_text().cast("int")), F.sum("prompt_tokens"), F.sum("completion_tokens")
+    ).first()
+    summary.answers, summary.failed = int(totals[0]), int(totals[1] or 0)
+    summary.prompt_tokens, summary.completion_tokens = int(totals[2] or 0), int(totals[3] or 0)
     summary.items, summary.users = items.count(), users.count()
     summary.items_mapped = item_members.select("entity_id").distinct().count()
     summary.users_mapped = _count_by_view(user_members, "entity_id")
@@ -186,8 +191,12 @@ def _prompts(answers: DataFrame, model: str) -> DataFrame:
     )
 
 
+def _no_text() -> Column:
+    return blank_to_null("text").isNull()
+
+
 def _knowledge(prompts: DataFrame, model_id: str) -> DataFrame:
-    empty = F.col("text").isNull() | (F.trim("text") == "")
+    empty = _no_text()
     return prompts.select(
         "prompt_id",
         F.lit(model_id).alias("model_id"),
