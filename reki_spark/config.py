@@ -424,7 +424,7 @@ class RekiConfig(_Strict):
         family = str(raw.get("dataset", {}).get("name", "sample")).split("-")[0]
         merged = dict(raw)
         for section, defaults in DATASET_PRESETS.get(family, {}).items():
-            merged[section] = {**defaults, **merged.get(section, {})}
+            merged[section] = _with_defaults(defaults, merged.get(section, {}))
         mode = merged.get("knowledge", {}).get("mode", "collective")
         merged["training"] = {"knowledge": ["none", mode], **merged.get("training", {})}
         return merged
@@ -447,6 +447,16 @@ class RekiConfig(_Strict):
                 f"{self.training.knowledge}"
             )
         return self
+
+
+def _with_defaults(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """`given` over `defaults`, key by key at every depth: setting prompt_window.cap keeps the
+    preset's prompt_window.rule."""
+    merged = {**defaults, **given}
+    for key, default in defaults.items():
+        if isinstance(default, dict) and isinstance(given.get(key), dict):
+            merged[key] = _with_defaults(default, given[key])
+    return merged
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RekiConfig:

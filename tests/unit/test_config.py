@@ -77,6 +77,10 @@ def test_a_dataset_brings_its_published_setup_unless_the_config_says_otherwise()
     )
     assert explicit.knowledge.domain == "books"
     assert explicit.features.label_threshold == 4.0
+    partial = load_config(
+        None, ["dataset.name=amazon-2014", "dataset.path=x", "dataset.category=Beauty", "features.prompt_window.cap=20"]
+    )
+    assert (partial.features.prompt_window.rule, partial.features.prompt_window.cap) == ("fixed", 20)
 
 
 def test_training_follows_the_extracted_knowledge_mode_by_default():
