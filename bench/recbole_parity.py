@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from bench.common import RESULTS, Measure, save
-from bench.recbole_reference import RecBoleScores, fit, import_recbole
+from bench.recbole_reference import EPOCHS, RecBoleScores, fit, import_recbole
 from reki_spark.config import load_config
 from reki_spark.data.ingest import ingest
 from reki_spark.features import build_features
@@ -53,7 +53,7 @@ def reference_results(args: argparse.Namespace, item_tokens: list[str], schema: 
     for seed in args.seeds:
         fitted = folder / f"recbole_sasrec_seed{seed}.json"
         if not fitted.exists():
-            fitted.write_text(json.dumps(fit(seed, 300, "cpu", folder, folder / "checkpoints", float("inf"))))
+            fitted.write_text(json.dumps(fit(seed, EPOCHS, "cpu", folder, folder / "checkpoints", float("inf"))))
         run = json.loads(fitted.read_text())
         with tempfile.TemporaryDirectory() as work:
             scorer = RecBoleScores(folder / run["weights"], seed, item_tokens, Path(work))

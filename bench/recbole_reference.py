@@ -28,6 +28,7 @@ from torch import nn
 # RecBole's own defaults for SASRec (epochs 300, stopping_step 10, batch 2048, max length 50,
 # dropout 0.5/0.5), with the product's protocol: leave-one-out by time, full ranking, CE loss,
 # early stopping on validation NDCG@10.
+EPOCHS = 300  # RecBole's default cap; early stopping ends the runs long before
 PROTOCOL = {
     "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "group_by": "user", "mode": "full"},
     "train_neg_sample_args": None,
@@ -171,7 +172,7 @@ class RecBoleScores(nn.Module):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--epochs", type=int, default=EPOCHS)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", required=True)
     parser.add_argument("--work", default="/tmp/recbole-work", help="RecBole's own checkpoints")
