@@ -26,9 +26,6 @@ def launched_by_spark_submit() -> bool:
 def local_settings(config: RekiConfig) -> dict[str, str]:
     spark = config.spark
     return {
-        # Python workers run this very interpreter (the venv's), activated or not.
-        "spark.pyspark.python": sys.executable,
-        "spark.pyspark.driver.python": sys.executable,
         "spark.driver.memory": spark.driver_memory,
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         "spark.default.parallelism": str(spark.shuffle_partitions),
