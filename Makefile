@@ -43,11 +43,15 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected for PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; fi; exit $$rc
 
-# The wheel that images and clusters install (infra/docker/*); tests/integration/test_wheel.py
-# builds and runs it the same way.
+# The wheel that images and clusters install (infra/docker/*), and the executor environment that
+# `spark-submit --archives dist/reki-executor-env.tar.gz#environment` ships (EXECUTOR_ENV=full for
+# the cluster and train stages). tests/integration/test_wheel.py and test_clusters.py build and
+# run both the same way.
+EXECUTOR_ENV ?= slim
 dist: setup
 	rm -f dist/reki_spark-*.whl
 	$(BIN)/pip wheel --no-deps --no-build-isolation -w dist .
+	PYTHON=$(BIN)/python infra/spark/executor-env.sh dist/reki_spark-*.whl dist/reki-executor-env.tar.gz $(EXECUTOR_ENV)
 
 # The unit layer alone (no Spark, Ray or LLM start-up): seconds, for the edit-test loop.
 test-fast: setup

@@ -50,7 +50,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "gpu": ["vllm"],
-        "dev": ["pytest", "pytest-timeout", "ruff"],
+        "dev": ["pytest", "pytest-timeout", "ruff", "venv-pack"],
         "bench": ["duckdb"],
     },
     entry_points={"console_scripts": ["reki = reki_spark.cli:main"]},

@@ -4,13 +4,14 @@ build configs pointing at temporary lakes."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.paths import SHARED_ML100K
+from tests.paths import REPO, SHARED_ML100K
 
 # Workers must run the same interpreter as the driver: the system python3 lacks the stack.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -26,6 +27,16 @@ def spark() -> Iterator:
     session = get_spark(config)
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def built_wheel(tmp_path_factory) -> Path:
+    """The wheel `make dist` builds, built once per session (no build isolation: the
+    environment's setuptools builds it, with no download)."""
+    dist = tmp_path_factory.mktemp("dist")
+    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist)]
+    subprocess.run([*pip_wheel, str(REPO)], check=True, timeout=300, capture_output=True)
+    return next(dist.glob("reki_spark-*.whl"))
 
 
 @pytest.fixture()

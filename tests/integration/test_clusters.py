@@ -1,5 +1,6 @@
 """Real clusters on loopback: a Spark standalone master and worker (from the Spark inside pyspark)
-running `spark-submit jobs/features.py`, and a Ray head running `ray job submit jobs/extract.py`.
+running `spark-submit --archives` of the packed executor environment with jobs/ingest.py and
+jobs/features.py, and a Ray head running `ray job submit jobs/extract.py`.
 Each test tears its cluster down, also when it fails."""
 
 from __future__ import annotations
@@ -20,8 +21,7 @@ from pathlib import Path
 import pytest
 
 from ray_workers.delta_io import RsLake
-from reki_spark.data.ingest import ingest
-from reki_spark.lake import KNOWLEDGE, PROMPTS, SAMPLES, SEQUENCES, Lake
+from reki_spark.lake import ITEMS, KNOWLEDGE, PROMPTS, SAMPLES, SEQUENCES, Lake
 from tests.conftest import tiny_config
 from tests.paths import FIXTURES, REPO
 
@@ -47,11 +47,11 @@ def _environment() -> dict[str, str]:
 
 
 @contextmanager
-def _process_group(args: list[str], log: Path) -> Iterator[subprocess.Popen]:
+def _process_group(args: list[str], log: Path, environment: dict | None = None) -> Iterator[subprocess.Popen]:
     """A background process in its own group, killed with everything it started on exit."""
     with log.open("w") as out:
         process = subprocess.Popen(
-            args, stdout=out, stderr=subprocess.STDOUT, env=_environment(), start_new_session=True
+            args, stdout=out, stderr=subprocess.STDOUT, env=environment or _environment(), start_new_session=True
         )
         try:
             yield process
@@ -85,75 +85,62 @@ def _json(url: str) -> dict:
         return json.loads(response.read())
 
 
-def test_spark_submit_features_on_a_standalone_cluster(spark, make_config, tmp_path):
-    config = make_config("dataset.name=movielens-100k", f"dataset.path={FIXTURES / 'ml100k_raw'}")
-    ingest(spark, config)
+def _spark_class() -> str:
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    return str(BIN.parent / "lib" / version / "site-packages" / "pyspark" / "bin" / "spark-class")
+
+
+@pytest.fixture()
+def standalone_master(tmp_path) -> Iterator[tuple[str, int, Path]]:
+    """A Spark standalone master and one 1-core worker on loopback: (master URL, master UI port,
+    the worker's work folder). The worker and its executors get no Python of ours (bare PATH, no
+    PYSPARK_PYTHON): executors run whatever interpreter the submitted job names."""
     port, ui, worker_ui = _free_port(), _free_port(), _free_port()
-    spark_class = str(
-        BIN.parent
-        / "lib"
-        / f"python{sys.version_info.major}.{sys.version_info.minor}"
-        / "site-packages"
-        / "pyspark"
-        / "bin"
-        / "spark-class"
-    )
-    master = [
-        "bash",
-        spark_class,
-        "org.apache.spark.deploy.master.Master",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--webui-port",
-        str(ui),
-    ]
-    worker = [
-        "bash",
-        spark_class,
-        "org.apache.spark.deploy.worker.Worker",
-        f"spark://127.0.0.1:{port}",
-        "--host",
-        "127.0.0.1",
-        "--cores",
-        "1",
-        "--memory",
-        "2g",
-        "--webui-port",
-        str(worker_ui),
-    ]
-    with _process_group(master, tmp_path / "master.log"), _process_group(worker, tmp_path / "worker.log"):
+    work = tmp_path / "worker-work"
+    master = ["bash", _spark_class(), "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1"]
+    master += ["--port", str(port), "--webui-port", str(ui)]
+    worker = ["bash", _spark_class(), "org.apache.spark.deploy.worker.Worker", f"spark://127.0.0.1:{port}"]
+    worker += ["--host", "127.0.0.1", "--cores", "1", "--memory", "2g", "--webui-port", str(worker_ui)]
+    worker += ["--work-dir", str(work)]
+    bare = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": os.environ.get("HOME", "/tmp")}
+    bare["SPARK_LOCAL_IP"] = "127.0.0.1"
+    with (
+        _process_group(master, tmp_path / "master.log"),
+        _process_group(worker, tmp_path / "worker.log", environment=bare),
+    ):
         _wait_for(lambda: _json(f"http://127.0.0.1:{ui}/json/")["aliveworkers"] >= 1, "a Spark worker")
-        result = subprocess.run(
-            [
-                str(BIN / "spark-submit"),
-                "--master",
-                f"spark://127.0.0.1:{port}",
-                "--conf",
-                "spark.executor.memory=1g",
-                "--conf",
-                "spark.sql.shuffle.partitions=2",
-                str(REPO / "jobs" / "features.py"),
-                "--set",
-                f"lake={config.lake}",
-                "--set",
-                "dataset.name=movielens-100k",
-                "--set",
-                f"dataset.path={FIXTURES / 'ml100k_raw'}",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=_environment(),
-            cwd=REPO,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        applications = _json(f"http://127.0.0.1:{ui}/json/")["completedapps"]
-        assert any(app["name"] == "reki" for app in applications)  # it ran on this master
-    lake = Lake(spark, config.lake)
-    assert lake.read(SAMPLES).count() == 8  # 4 users x (4 - window of 2)
-    assert lake.read(SEQUENCES).count() == 4
+        yield f"spark://127.0.0.1:{port}", ui, work
+
+
+def test_spark_submit_with_the_packed_environment_on_executors(spark, standalone_master, built_wheel, tmp_path):
+    """As the README's Deploy section says: the wheel packed into a venv-pack archive, unpacked by
+    every executor as ./environment, the only Python the executors get; ingest's title-cleaning
+    pandas UDF and the features stage run there."""
+    master, ui, work = standalone_master
+    archive = tmp_path / "reki-executor-env.tar.gz"
+    pack = [str(REPO / "infra" / "spark" / "executor-env.sh"), str(built_wheel), str(archive)]
+    subprocess.run(pack, check=True, timeout=600, env={**_environment(), "PYTHON": sys.executable})
+    lake = tmp_path / "lake"
+    submit = [str(BIN / "spark-submit"), "--master", master, "--archives", f"{archive}#environment"]
+    submit += ["--conf", "spark.pyspark.python=./environment/bin/python"]
+    submit += ["--conf", f"spark.pyspark.driver.python={sys.executable}"]
+    submit += ["--conf", "spark.executor.memory=1g", "--conf", "spark.sql.shuffle.partitions=2"]
+    dataset = ["--set", f"lake={lake}", "--set", "dataset.name=movielens-100k"]
+    dataset += ["--set", f"dataset.path={FIXTURES / 'ml100k_raw'}"]
+    driver_env = {k: v for k, v in _environment().items() if k not in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")}
+    for stage in ("ingest", "features"):
+        job = [*submit, str(REPO / "jobs" / f"{stage}.py"), *dataset]
+        result = subprocess.run(job, capture_output=True, text=True, timeout=600, env=driver_env, cwd=tmp_path)
+        assert result.returncode == 0, f"{stage}: {result.stderr[-3000:]}"
+    applications = _json(f"http://127.0.0.1:{ui}/json/")["completedapps"]
+    assert len([app for app in applications if app["name"] == "reki"]) == 2  # both ran on this master
+    unpacked = list(work.glob("app-*/*/environment/bin/python"))
+    assert len(unpacked) == 2, sorted(work.rglob("*"))[:20]  # one executor per application
+    lake_tables = Lake(spark, str(lake))
+    titles = {row.title for row in lake_tables.read(ITEMS).select("title").collect()}  # 4 fixture items
+    assert {"The Usual Suspects", "The Matrix"} <= titles  # cleaned by the UDF on the executors
+    assert lake_tables.read(SAMPLES).count() == 8  # 4 users x (4 - window of 2)
+    assert lake_tables.read(SEQUENCES).count() == 4
 
 
 def test_ray_job_submit_extraction_on_a_head_node(prompts_lake, tmp_path):

@@ -164,18 +164,20 @@ def _train_cli(lake: Path, output: Path, *extra: str, env: dict | None = None) -
     )
 
 
-def test_killed_training_resumes_to_the_same_step_count(trained_lake, tmp_path):
-    uninterrupted = _train_cli(trained_lake, tmp_path / "full")
-    assert uninterrupted.returncode == 0, uninterrupted.stderr[-2000:]
-    full_steps = json.loads((tmp_path / "full" / "metrics.json").read_text())[0]["steps"]
-    per_epoch = full_steps // 3
-    crashed = _train_cli(trained_lake, tmp_path / "resumed", env={CRASH_AFTER_STEPS_ENV: str(per_epoch + 2)})
+def test_killed_training_resumes_to_the_same_step_count(spark, trained_lake, tmp_path):
+    from reki_spark.lake import SAMPLES, Lake
+
+    # One process, batches of 64, the last one partial: what an uninterrupted 3-epoch run takes.
+    train_rows = Lake(spark, str(trained_lake)).read(SAMPLES).where(F.col("split") == "train").count()
+    per_epoch = math.ceil(train_rows / 64)
+    crashed = _train_cli(trained_lake, tmp_path / "run", env={CRASH_AFTER_STEPS_ENV: str(per_epoch + 2)})
     assert crashed.returncode == 3  # died in the middle of the second epoch
-    assert (tmp_path / "resumed" / "checkpoints").exists()
-    resumed = _train_cli(trained_lake, tmp_path / "resumed")
+    assert (tmp_path / "run" / "checkpoints").exists()
+    resumed = _train_cli(trained_lake, tmp_path / "run")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming after epoch 1" in resumed.stdout
-    assert json.loads((tmp_path / "resumed" / "metrics.json").read_text())[0]["steps"] == full_steps
+    record = json.loads((tmp_path / "run" / "metrics.json").read_text())[0]
+    assert (record["steps"], record["epochs_trained"]) == (3 * per_epoch, 3)
 
 
 def test_knowledge_controls_train_beside_collective(spark, trained_lake):

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.paths import REPO
-
 pytestmark = pytest.mark.integration
 
 SHIPPED = [
@@ -30,12 +28,8 @@ def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> st
     return done.stdout
 
 
-def test_the_built_wheel_runs_a_stage_outside_the_checkout(tmp_path):
-    dist = tmp_path / "dist"
-    # No build isolation: the environment's setuptools builds it, with no download.
-    pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-w", str(dist), str(REPO)]
-    _run(pip_wheel, tmp_path)
-    wheel = next(dist.glob("reki_spark-*.whl"))
+def test_the_built_wheel_runs_a_stage_outside_the_checkout(built_wheel, tmp_path):
+    wheel = built_wheel
     names = set(zipfile.ZipFile(wheel).namelist())
     assert not [name for name in SHIPPED if name not in names]
     assert not [name for name in names if name.startswith("tests/")]
