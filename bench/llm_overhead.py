@@ -12,7 +12,7 @@ from pathlib import Path
 import ray
 
 from bench.common import Measure, save
-from ray_workers.backends.base import default_gguf
+from ray_workers.backends.gguf import resolve_gguf
 from ray_workers.delta_io import RsLake
 from ray_workers.extract import extract
 from ray_workers.ray_session import start_ray
@@ -47,7 +47,7 @@ def _raw_tokens_per_s(prompts: list[tuple[str, str]]) -> float:
     from llama_cpp import Llama
 
     start = time.perf_counter()
-    llm = Llama(model_path=default_gguf(), n_ctx=2048, n_threads=2, n_threads_batch=2, seed=0, verbose=False)
+    llm = Llama(model_path=resolve_gguf(None), n_ctx=2048, n_threads=2, n_threads_batch=2, seed=0, verbose=False)
     tokens = 0
     for system, prompt in prompts:
         result = llm.create_chat_completion(

@@ -88,9 +88,9 @@ def main() -> None:
 def _llm_call_ms() -> float:
     from llama_cpp import Llama
 
-    from ray_workers.backends.base import default_gguf
+    from ray_workers.backends.gguf import resolve_gguf
 
-    llm = Llama(model_path=default_gguf(), n_ctx=1024, n_threads=2, verbose=False, seed=0)
+    llm = Llama(model_path=resolve_gguf(None), n_ctx=1024, n_threads=2, verbose=False, seed=0)
     messages = [{"role": "user", "content": 'Describe the movie "The Matrix" in one paragraph.'}]
     llm.create_chat_completion(messages=messages, max_tokens=8)
     start = time.perf_counter()

