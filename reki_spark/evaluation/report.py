@@ -147,23 +147,24 @@ def _verdict(summary: pd.DataFrame) -> list[str]:
 
 
 def _llm_verdict(summary: pd.DataFrame) -> list[str]:
-    """Collective knowledge against its controls: the effect is the LLM's text only where
-    collective beats both the shuffled vectors and the bare groups."""
+    """Collective knowledge (and any other LLM's collective set on the same groups, labelled
+    `collective_<llm>`) against the controls: the effect is the LLM's text only where it beats
+    both the shuffled vectors and the bare groups."""
     lines = []
     primary = summary[summary["metric"] == summary["task"].map(PRIMARY)]
     for (task, model), group in primary.groupby(["task", "model"]):
         by_setting = group.set_index("knowledge")
-        if not {"collective", *KNOWLEDGE_CONTROLS} <= set(by_setting.index):
+        if not set(KNOWLEDGE_CONTROLS) <= set(by_setting.index):
             continue
-        results = {
-            c: welch(by_setting.loc["collective", "values"], by_setting.loc[c, "values"]) for c in KNOWLEDGE_CONTROLS
-        }
-        parts = [f"vs `{c}` {r.difference:+.4f} (p = {r.p_value:.3g}): {r.verdict}" for c, r in results.items()]
-        shown = all(r.verdict == "better" for r in results.values())
-        lines.append(
-            f"- {task} {model}: `collective` {'; '.join(parts)}; an effect of the LLM's text is "
-            + ("shown." if shown else "not shown (collective must beat both controls at p < 0.05).")
-        )
+        for knowledge in [k for k in by_setting.index if k == "collective" or k.startswith("collective_")]:
+            values = by_setting.loc[knowledge, "values"]
+            results = {c: welch(values, by_setting.loc[c, "values"]) for c in KNOWLEDGE_CONTROLS}
+            parts = [f"vs `{c}` {r.difference:+.4f} (p = {r.p_value:.3g}): {r.verdict}" for c, r in results.items()]
+            shown = all(r.verdict == "better" for r in results.values())
+            lines.append(
+                f"- {task} {model}: `{knowledge}` {'; '.join(parts)}; an effect of the LLM's text is "
+                + ("shown." if shown else "not shown (it must beat both controls at p < 0.05).")
+            )
     return lines
 
 
@@ -209,7 +210,7 @@ def _stage_costs(ledger: pd.DataFrame) -> pd.DataFrame:
     return grouped.reindex([s for s in order if s in grouped.index] + [s for s in grouped.index if s not in order])
 
 
-def _chart(summary: pd.DataFrame, path: Path) -> None:
+def write_chart(summary: pd.DataFrame, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -230,6 +231,25 @@ def _chart(summary: pd.DataFrame, path: Path) -> None:
     plt.close(figure)
 
 
+def results_lines(summary: pd.DataFrame, chart_name: str) -> list[str]:
+    """The report's results in markdown: one table per task, every setting against `none` with its
+    interval and p-value, the LLM-text verdicts, and the chart."""
+    lines = []
+    for task in PRIMARY:
+        if task in set(summary["task"]):
+            lines += [f"## {task}", "", *_table(summary, task), ""]
+    return [
+        *lines,
+        "## What the numbers say",
+        "",
+        *(_verdict(summary) or ["- (no knowledge setting to compare)"]),
+        *_llm_verdict(summary),
+        "",
+        f"![comparison]({chart_name})",
+        "",
+    ]
+
+
 def write_report(spark: SparkSession, config: RekiConfig) -> Path:
     output = Path(config.output)
     metrics_path = output / METRICS_FILE
@@ -237,7 +257,7 @@ def write_report(spark: SparkSession, config: RekiConfig) -> Path:
         raise FileNotFoundError(f"{metrics_path} not found: run `reki train` first")
     summary = summarize(json.loads(metrics_path.read_text()))
     chart = output / "comparison.png"
-    _chart(summary, chart)
+    write_chart(summary, chart)
     lines = [
         f"# REKI report: {config.dataset.name}",
         "",
@@ -245,17 +265,8 @@ def write_report(spark: SparkSession, config: RekiConfig) -> Path:
         f"({config.llm.model or 'SmolLM2-135M-Instruct Q4_1'}), encoder `{config.encoder.model}`.",
         "",
     ]
-    for task in PRIMARY:
-        if task in set(summary["task"]):
-            lines += [f"## {task}", "", *_table(summary, task), ""]
     lines += [
-        "## What the numbers say",
-        "",
-        *(_verdict(summary) or ["- (no knowledge setting to compare)"]),
-        *_llm_verdict(summary),
-        "",
-        f"![comparison]({chart.name})",
-        "",
+        *results_lines(summary, chart.name),
         "## Cost ledger",
         "",
         "| stage | runs | LLM calls | prompt tokens | completion tokens | seconds |",

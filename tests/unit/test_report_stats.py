@@ -74,3 +74,12 @@ def test_knowledge_counts_as_the_llms_only_when_collective_beats_both_controls(c
     )
     (line,) = _llm_verdict(summary)
     assert ("an effect of the LLM's text is shown." in line) == shown
+
+
+def test_another_llms_collective_set_is_held_to_the_same_controls():
+    from reki_spark.evaluation.report import _llm_verdict
+
+    means = {"none": 0.69, "collective": 0.72, "collective_qwen05": 0.70, "shuffled": 0.70, "cluster_only": 0.70}
+    lines = _llm_verdict(summarize(_ctr_records(means)))
+    assert [line.split("`")[1] for line in lines] == ["collective", "collective_qwen05"]
+    assert lines[0].endswith("is shown.") and not lines[1].endswith("is shown.")
