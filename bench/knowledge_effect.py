@@ -1,0 +1,229 @@
+"""Does knowledge help, and is it the LLM's text? One command per dataset, resumable across sessions
+(finished stages are marked, finished runs are not retrained):
+
+    python -m bench.knowledge_effect ml-100k --data ../shared/data/movielens_100k
+    python -m bench.knowledge_effect ml-1m --data ../shared/data/movielens_1m \\
+        --release ../shared/data/reki_release_ml1m
+
+One base lake (ingest, features, the product's own clusters and prompts) is copied once per
+knowledge source, because a source owns its cluster and knowledge tables: SmolLM2 or Qwen answers
+to the product's prompts, or the REKI authors' GPT-3.5 groups and answers imported. The first
+source trains `none`, the two controls (`shuffled`, `cluster_only`: no LLM text) and `collective`;
+every further source trains its `collective` only, reported as `collective_<source>`. Results go to
+bench/results/knowledge_effect/<dataset>/: report.md (the product's statistics: mean ± std, 95%
+intervals, Welch p-values against `none` and against both controls), metrics.json, comparison.png
+and knowledge_cost.json (LLM calls, tokens and seconds of each knowledge set).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from bench.common import RESULTS
+from reki_spark.config import QWEN05_PRESET, RekiConfig, load_config
+from reki_spark.data.ingest import ingest
+from reki_spark.evaluation.report import results_lines, summarize, write_chart
+from reki_spark.features import build_features
+from reki_spark.knowledge.clustering import cluster_entities
+from reki_spark.knowledge.importing import import_knowledge
+from reki_spark.knowledge.prompts import build_prompts
+from reki_spark.lake import LEDGER, Lake
+from reki_spark.session import get_spark
+from reki_spark.training.train import METRICS_FILE, train
+
+Stage = Callable[[SparkSession, RekiConfig], object]
+CONTROL_ARMS = ("none", "cluster_only", "shuffled", "collective")
+KNOWLEDGE_STAGES = ("extract", "import-knowledge", "encode")
+
+
+def _extract(spark: SparkSession, config: RekiConfig) -> object:
+    from ray_workers.extract import extract
+
+    return extract(config)
+
+
+def _encode(spark: SparkSession, config: RekiConfig) -> object:
+    from ray_workers.encode import encode
+
+    return encode(config)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One knowledge set: the stages that produce it on a copy of the base lake, and its config."""
+
+    label: str
+    llm: str  # as the README names it
+    stages: tuple[tuple[str, Stage], ...]
+    overrides: tuple[str, ...] = ()
+
+
+EXTRACTED = (("extract", _extract), ("encode", _encode))
+SMOLLM2 = Source("smollm2", "SmolLM2-135M-Instruct Q4_1 (embedded)", EXTRACTED)
+QWEN05 = Source("qwen05", "Qwen2.5-Coder-0.5B-Instruct Q4_K_M", EXTRACTED, (f"llm.model={QWEN05_PRESET}",))
+
+
+def gpt35(release: str) -> Source:
+    return Source(
+        "gpt35",
+        "GPT-3.5-turbo-0613 (the REKI release, imported)",
+        (("import-knowledge", import_knowledge), ("encode", _encode)),
+        (
+            f"knowledge.imported.path={release}",
+            "knowledge.imported.format=reki-release",
+            "llm.backend=imported",
+            "llm.model=gpt-3.5-turbo-0613",
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Experiment:
+    config: str
+    models: tuple[str, ...]
+    seeds: tuple[int, ...]
+
+
+EXPERIMENTS = {
+    "ml-100k": Experiment("jobs/configs/movielens-100k.yaml", ("din", "dcnv2", "sasrec"), (1, 2, 3, 4, 5)),
+    "ml-1m": Experiment("jobs/configs/movielens-1m.yaml", ("din", "dcnv2", "autoint"), (1, 2, 3)),
+}
+
+
+def _config(experiment: Experiment, data: str, work: Path, arms: tuple[str, ...], *overrides: str) -> RekiConfig:
+    return load_config(
+        experiment.config,
+        [
+            f"dataset.path={data}",
+            f"lake={work / 'lake'}",
+            f"output={work / 'run'}",
+            f"training.models={json.dumps(list(experiment.models))}",
+            f"training.knowledge={json.dumps(list(arms))}",
+            f"training.seeds={json.dumps(list(experiment.seeds))}",
+            *overrides,
+        ],
+    )
+
+
+def _once(spark: SparkSession, config: RekiConfig, marks: Path, stages: tuple[tuple[str, Stage], ...]) -> None:
+    """Each stage once: a mark file records that it finished, so a rerun skips it."""
+    marks.mkdir(parents=True, exist_ok=True)
+    for name, stage in stages:
+        mark = marks / f"{name}.done"
+        if not mark.exists():
+            print(f"== {marks.parent.name}: {name}", flush=True)
+            stage(spark, config)
+            mark.touch()
+
+
+def run(name: str, data: str, sources: list[Source], work: Path) -> Path:
+    experiment = EXPERIMENTS[name]
+    base = _config(experiment, data, work / "base", ("none",))
+    spark = get_spark(base)
+    _once(
+        spark,
+        base,
+        work / "base" / "marks",
+        (("ingest", ingest), ("features", build_features), ("cluster", cluster_entities), ("prompts", build_prompts)),
+    )
+    configs = []
+    for index, source in enumerate(sources):
+        folder = work / source.label
+        if not (folder / "lake").exists():
+            shutil.copytree(work / "base" / "lake", folder / "lake")
+        arms = CONTROL_ARMS if index == 0 else ("collective",)
+        config = _config(experiment, data, folder, arms, *source.overrides)
+        _once(spark, config, folder / "marks", source.stages)
+        configs.append((source, config))
+    for _source, config in configs:  # knowledge first, then the long training runs
+        train(spark, config)
+    return _write_results(spark, name, configs)
+
+
+def _records(source: Source, config: RekiConfig, primary: bool) -> list[dict]:
+    records = json.loads((Path(config.output) / METRICS_FILE).read_text())
+    if primary:
+        return records
+    return [{**r, "knowledge": f"collective_{source.label}"} for r in records if r["knowledge"] == "collective"]
+
+
+def _knowledge_cost(spark: SparkSession, config: RekiConfig) -> dict:
+    ledger = Lake(spark, config.lake).read(LEDGER).toPandas()  # one row per stage run: small
+    part = ledger[ledger["stage"].isin(KNOWLEDGE_STAGES)]
+    return {
+        stage: {
+            "llm_calls": int(rows["llm_calls"].sum()),
+            "prompt_tokens": int(rows["prompt_tokens"].sum()),
+            "completion_tokens": int(rows["completion_tokens"].sum()),
+            "seconds": round(float(rows["wall_seconds"].sum()), 1),
+        }
+        for stage, rows in part.groupby("stage")
+    }
+
+
+def _write_results(spark: SparkSession, name: str, configs: list[tuple[Source, RekiConfig]]) -> Path:
+    target = RESULTS / "knowledge_effect" / name
+    target.mkdir(parents=True, exist_ok=True)
+    records = [r for index, (s, c) in enumerate(configs) for r in _records(s, c, index == 0)]
+    (target / "metrics.json").write_text(json.dumps(records, indent=1) + "\n")
+    summary = summarize(records)
+    write_chart(summary, target / "comparison.png")
+    costs = {source.label: {"llm": source.llm, **_knowledge_cost(spark, config)} for source, config in configs}
+    (target / "knowledge_cost.json").write_text(json.dumps(costs, indent=2) + "\n")
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    labels = ["collective", *[f"collective_{source.label}" for source, _ in configs[1:]]]
+    sources = [f"- `{label}`: {source.llm}" for label, (source, _) in zip(labels, configs, strict=True)]
+    lines = [
+        f"# Knowledge effect: {name}",
+        "",
+        f"`python -m bench.knowledge_effect {name}` at commit {commit}. Knowledge sets:",
+        "",
+        *sources,
+        "- `shuffled`, `cluster_only`: the first set's controls (its vectors permuted among groups; a "
+        "learned embedding of its group ids). No LLM text.",
+        "",
+        *results_lines(summary, "comparison.png"),
+        "## LLM cost of each knowledge set",
+        "",
+        "| set | stage | LLM calls | prompt tokens | completion tokens | seconds |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| {label} | {stage} | "
+            + " | ".join(str(c[k]) for k in ("llm_calls", "prompt_tokens", "completion_tokens", "seconds"))
+            + " |"
+            for label, cost in costs.items()
+            for stage, c in cost.items()
+            if stage != "llm"
+        ],
+    ]
+    (target / "report.md").write_text("\n".join(lines) + "\n")
+    print(f"results: {target}")
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", choices=sorted(EXPERIMENTS))
+    parser.add_argument("--data", required=True, help="the dataset folder (`reki download` puts it in data/)")
+    parser.add_argument("--release", help="ml-1m: the REKI authors' release folder, imported as GPT-3.5's knowledge")
+    parser.add_argument("--work", help="default runs/knowledge-effect-<dataset>")
+    args = parser.parse_args()
+    if args.dataset == "ml-1m":
+        if not args.release:
+            parser.error("ml-1m needs --release (the GPT-3.5 knowledge set)")
+        sources = [gpt35(args.release), SMOLLM2]
+    else:
+        sources = [SMOLLM2, QWEN05]
+    run(args.dataset, args.data, sources, Path(args.work or f"runs/knowledge-effect-{args.dataset}"))
+
+
+if __name__ == "__main__":
+    main()
