@@ -6,7 +6,8 @@ SmolLM2 on this 2-core machine, too long to repeat three times. So the individua
 into three seeded random thirds, and repetition k runs a fresh collective extraction side by side
 with the extraction of third k; its individual tokens and seconds are that third's scaled by the
 number of prompts. After the three repetitions every individual prompt is answered once, and DIN is
-trained on each mode's knowledge with the configured seeds (the AUC ratio, one per seed).
+trained on each mode's knowledge and without knowledge (`none`) with the configured seeds: AUC
+ratios collective/individual, collective/none and individual/none, one per seed, with Welch's p.
 `--individual-share` below 1 extracts only a seeded share of the individual prompts, for a quick
 look; the AUC is then not measured."""
 
@@ -26,6 +27,7 @@ from ray_workers.encode import encode
 from ray_workers.extract import extract
 from reki_spark.config import RekiConfig, load_config
 from reki_spark.data.ingest import ingest
+from reki_spark.evaluation.report import welch
 from reki_spark.features import build_features
 from reki_spark.knowledge.clustering import cluster_entities
 from reki_spark.knowledge.prompts import build_prompts
@@ -39,7 +41,7 @@ LLM = ["llm.max_tokens=64", "llm.max_attempts=1", "llm.min_chars=1"]
 REPETITIONS = 3
 
 
-def _mode_config(mode: str, name: str, seeds: list[int]) -> RekiConfig:
+def _mode_config(mode: str, name: str, seeds: list[int], arms: tuple[str, ...] | None = None) -> RekiConfig:
     """A fresh copy of the source lake without any answers: each run pays for its own extraction."""
     lake = WORK / name / "lake"
     shutil.rmtree(WORK / name, ignore_errors=True)
@@ -52,7 +54,7 @@ def _mode_config(mode: str, name: str, seeds: list[int]) -> RekiConfig:
         f"knowledge.mode={mode}",
         *LLM,
         'training.models=["din"]',
-        f'training.knowledge=["{mode}"]',
+        f"training.knowledge={json.dumps(list(arms or (mode,)))}",
         f"training.seeds={json.dumps(seeds)}",
     ]
     return load_config("jobs/configs/movielens-100k.yaml", overrides)
@@ -73,9 +75,11 @@ def _extraction(config: RekiConfig, prompts_in_mode: int) -> dict[str, Any]:
     }
 
 
-def _din_auc(config: RekiConfig) -> list[float]:
+def _din_auc(config: RekiConfig) -> dict[str, list[float]]:
+    """Test AUC per seed of every knowledge arm the config trains."""
     encode(config)
-    return [run["auc"] for run in train(get_spark(config), config)]
+    runs = train(get_spark(config), config)
+    return {arm: [run["auc"] for run in runs if run["knowledge"] == arm] for arm in config.training.knowledge}
 
 
 def _collective(seeds: list[int], repetition: int, with_auc: bool) -> dict[str, Any]:
@@ -85,7 +89,7 @@ def _collective(seeds: list[int], repetition: int, with_auc: bool) -> dict[str, 
     prompts = Lake(spark, config.lake).read(PROMPTS).count()
     result = {"prompts": prompts, **_extraction(config, prompts)}
     if with_auc:
-        result["auc"] = _din_auc(config)
+        result["auc"] = _din_auc(config)["collective"]
     return result
 
 
@@ -94,7 +98,8 @@ class IndividualThirds:
     that each extraction asks exactly the prompts of its third."""
 
     def __init__(self, seeds: list[int], share: float) -> None:
-        self.config = _mode_config("individual", "individual", seeds)
+        # The individual lake also trains DIN without knowledge: the `none` arm both modes face.
+        self.config = _mode_config("individual", "individual", seeds, ("none", "individual"))
         spark = get_spark(self.config)
         self.lake = Lake(spark, self.config.lake)
         build_prompts(spark, self.config)
@@ -117,6 +122,34 @@ def _ensure_source(ml100k: str) -> None:
     spark = get_spark(config)
     for stage in (ingest, build_features, cluster_entities):
         stage(spark, config)
+
+
+def _auc_measures(collective: list[float], trained: dict[str, list[float]], seeds: list[int]) -> list[Measure]:
+    """Collective against individual, and each mode against `none`: the first ratio says nothing
+    unless a mode beats `none`, so the last two can fail where knowledge does not help."""
+    arms = {"collective": collective, **trained}
+    measures = []
+    for a, b, target in (
+        ("collective", "individual", ">= 0.997"),
+        ("collective", "none", ">= 1.0"),
+        ("individual", "none", ">= 1.0"),
+    ):
+        result = welch(arms[a], arms[b])
+        measures.append(
+            Measure(
+                f"{a} / {b} DIN test AUC (one ratio per training seed)",
+                target,
+                [x / y for x, y in zip(arms[a], arms[b], strict=True)],
+                {
+                    f"{a}_auc": arms[a],
+                    f"{b}_auc": arms[b],
+                    "seeds": seeds,
+                    "welch_p": result.p_value,
+                    "verdict": result.verdict,
+                },
+            )
+        )
+    return measures
 
 
 def _ratios(runs: list[tuple[dict[str, Any], dict[str, Any]]], key: str) -> list[float]:
@@ -143,16 +176,7 @@ def main(argv: list[str] | None = None) -> None:
         Measure("collective / individual extraction seconds", "<= 0.05", _ratios(runs, "seconds")),
     ]
     if complete:
-        collective_auc = runs[-1][0]["auc"]
-        individual_auc = _din_auc(individual.config)
-        measures.append(
-            Measure(
-                "collective / individual DIN test AUC (one ratio per training seed)",
-                ">= 0.997",
-                [c / i for c, i in zip(collective_auc, individual_auc, strict=True)],
-                {"collective_auc": collective_auc, "individual_auc": individual_auc, "seeds": seeds},
-            )
-        )
+        measures += _auc_measures(runs[-1][0]["auc"], _din_auc(individual.config), seeds)
     save(
         "collective_vs_individual",
         measures,

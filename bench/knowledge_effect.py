@@ -40,7 +40,8 @@ from reki_spark.session import get_spark
 from reki_spark.training.train import METRICS_FILE, train
 
 Stage = Callable[[SparkSession, RekiConfig], object]
-CONTROL_ARMS = ("none", "cluster_only", "shuffled", "collective")
+# In training order: `none` and `collective` first, so that a partial run already compares them.
+CONTROL_ARMS = ("none", "collective", "shuffled", "cluster_only")
 KNOWLEDGE_STAGES = ("extract", "import-knowledge", "encode")
 
 
@@ -98,14 +99,16 @@ EXPERIMENTS = {
 }
 
 
-def _config(experiment: Experiment, data: str, work: Path, arms: tuple[str, ...], *overrides: str) -> RekiConfig:
+def _config(
+    experiment: Experiment, data: str, work: Path, arms: tuple[str, ...], models: tuple[str, ...], *overrides: str
+) -> RekiConfig:
     return load_config(
         experiment.config,
         [
             f"dataset.path={data}",
             f"lake={work / 'lake'}",
             f"output={work / 'run'}",
-            f"training.models={json.dumps(list(experiment.models))}",
+            f"training.models={json.dumps(list(models))}",
             f"training.knowledge={json.dumps(list(arms))}",
             f"training.seeds={json.dumps(list(experiment.seeds))}",
             *overrides,
@@ -124,9 +127,9 @@ def _once(spark: SparkSession, config: RekiConfig, marks: Path, stages: tuple[tu
             mark.touch()
 
 
-def run(name: str, data: str, sources: list[Source], work: Path) -> Path:
+def run(name: str, data: str, sources: list[Source], work: Path, train_models: bool = True) -> Path:
     experiment = EXPERIMENTS[name]
-    base = _config(experiment, data, work / "base", ("none",))
+    base = _config(experiment, data, work / "base", ("none",), experiment.models)
     spark = get_spark(base)
     _once(
         spark,
@@ -134,22 +137,29 @@ def run(name: str, data: str, sources: list[Source], work: Path) -> Path:
         work / "base" / "marks",
         (("ingest", ingest), ("features", build_features), ("cluster", cluster_entities), ("prompts", build_prompts)),
     )
-    configs = []
-    for index, source in enumerate(sources):
+
+    def config_of(index: int, models: tuple[str, ...]) -> RekiConfig:
+        arms = CONTROL_ARMS if index == 0 else ("collective",)
+        return _config(experiment, data, work / sources[index].label, arms, models, *sources[index].overrides)
+
+    for index, source in enumerate(sources):  # every knowledge set first, then the long training
         folder = work / source.label
         if not (folder / "lake").exists():
             shutil.copytree(work / "base" / "lake", folder / "lake")
-        arms = CONTROL_ARMS if index == 0 else ("collective",)
-        config = _config(experiment, data, folder, arms, *source.overrides)
-        _once(spark, config, folder / "marks", source.stages)
-        configs.append((source, config))
-    for _source, config in configs:  # knowledge first, then the long training runs
-        train(spark, config)
+        _once(spark, config_of(index, experiment.models), folder / "marks", source.stages)
+    configs = [(source, config_of(index, experiment.models)) for index, source in enumerate(sources)]
+    for model in experiment.models if train_models else ():
+        # One model across every set at a time, results rewritten after each: a run stopped part
+        # way already compares what it finished.
+        for index in range(len(sources)):
+            train(spark, config_of(index, (model,)))
+        _write_results(spark, name, configs)
     return _write_results(spark, name, configs)
 
 
 def _records(source: Source, config: RekiConfig, primary: bool) -> list[dict]:
-    records = json.loads((Path(config.output) / METRICS_FILE).read_text())
+    path = Path(config.output) / METRICS_FILE
+    records = json.loads(path.read_text()) if path.exists() else []
     if primary:
         return records
     return [{**r, "knowledge": f"collective_{source.label}"} for r in records if r["knowledge"] == "collective"]
@@ -215,6 +225,7 @@ def main() -> None:
     parser.add_argument("--data", required=True, help="the dataset folder (`reki download` puts it in data/)")
     parser.add_argument("--release", help="ml-1m: the REKI authors' release folder, imported as GPT-3.5's knowledge")
     parser.add_argument("--work", help="default runs/knowledge-effect-<dataset>")
+    parser.add_argument("--results-only", action="store_true", help="rewrite the results from the finished runs")
     args = parser.parse_args()
     if args.dataset == "ml-1m":
         if not args.release:
@@ -222,7 +233,8 @@ def main() -> None:
         sources = [gpt35(args.release), SMOLLM2]
     else:
         sources = [SMOLLM2, QWEN05]
-    run(args.dataset, args.data, sources, Path(args.work or f"runs/knowledge-effect-{args.dataset}"))
+    work = Path(args.work or f"runs/knowledge-effect-{args.dataset}")
+    run(args.dataset, args.data, sources, work, train_models=not args.results_only)
 
 
 if __name__ == "__main__":
