@@ -52,7 +52,7 @@ test: setup
 # run both the same way.
 EXECUTOR_ENV ?= slim
 dist: setup
-	rm -f dist/reki_spark-*.whl
+	rm -rf dist/reki_spark-*.whl build/lib  # setuptools would ship modules since deleted from build/lib
 	$(BIN)/pip wheel --no-deps --no-build-isolation -w dist .
 	PYTHON=$(BIN)/python infra/spark/executor-env.sh dist/reki_spark-*.whl dist/reki-executor-env.tar.gz $(EXECUTOR_ENV)
 

@@ -4,6 +4,7 @@ build configs pointing at temporary lakes."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -40,6 +41,7 @@ def built_wheel(tmp_path_factory) -> Path:
     # setuptools builds in the checkout's build/ folder: two pytest-xdist workers must take turns.
     (REPO / "build").mkdir(exist_ok=True)
     with FileLock(str(REPO / "build" / ".wheel.lock")):
+        shutil.rmtree(REPO / "build" / "lib", ignore_errors=True)  # or modules since deleted ship too
         subprocess.run([*pip_wheel, str(REPO)], check=True, timeout=300, capture_output=True)
     return next(dist.glob("reki_spark-*.whl"))
 
