@@ -132,7 +132,6 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
     trained: nn.Module = model if job.task == "ctr" else _SequenceLoss(model)
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(trained)
-    started = time.perf_counter()
     # Fault injection for the resume test: the process dies after this many optimizer steps.
     crash_after = int(os.environ.get(CRASH_AFTER_STEPS_ENV, "0")) or None
     while not state["finished"] and state["epoch"] < job.epochs:
@@ -154,6 +153,8 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
         state["epoch"] = epoch + 1
         train_loss = float(torch.stack(losses).mean()) if losses else math.nan
         stop = _end_of_epoch(job, model, state, rank, train_loss, time.perf_counter() - epoch_started)
+        # Kept in the checkpoint: a resumed or reloaded run reports all its epochs' time, not this call's.
+        state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - epoch_started
         if world > 1:
             flag = torch.tensor([1 if stop else 0])
             dist.broadcast(flag, src=0)
@@ -176,7 +177,7 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
         "best_epoch": state["best_epoch"],
         "epochs_trained": state["epoch"],
         "steps": state["steps"],
-        "train_seconds": round(time.perf_counter() - started, 2),
+        "train_seconds": round(state.get("seconds", 0.0), 2),
         "processes": world,
         "replica_checksums": checksums,
         "history": state.get("history", []),
