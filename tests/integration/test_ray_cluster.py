@@ -47,6 +47,10 @@ def test_ray_job_submit_extraction_on_a_head_node(prompts_lake, tmp_path):
         "127.0.0.1",
         "--dashboard-port",
         str(dashboard),
+        # Its default (52365) is taken whenever another Ray runs on the host, e.g. the other test
+        # process's local Ray; the job server then never gets an agent.
+        "--dashboard-agent-listen-port",
+        str(free_port()),
         "--num-cpus",
         "2",
         "--include-dashboard",
