@@ -19,6 +19,19 @@ os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 
+# The longest files first: under pytest-xdist's loadfile scheduling a long file that starts last
+# keeps one process busy alone at the end while the other idles.
+LONGEST_FIRST = ["test_training.py", "test_faults.py", "test_refresh_export.py", "test_knowledge.py"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
+
+
 @pytest.fixture(scope="session")
 def spark() -> Iterator:
     from reki_spark.config import load_config
