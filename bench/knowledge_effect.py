@@ -152,8 +152,10 @@ def run(name: str, data: str, sources: list[Source], work: Path, train_models: b
 
     for index, source in enumerate(sources):  # every knowledge set first, then the long training
         folder = work / source.label
-        if not (folder / "lake").exists():
-            shutil.copytree(work / "base" / "lake", folder / "lake")
+        if not (folder / "lake").exists():  # copied whole, then renamed: a stop mid-copy leaves no lake
+            shutil.rmtree(folder / "lake.copying", ignore_errors=True)
+            shutil.copytree(work / "base" / "lake", folder / "lake.copying")
+            (folder / "lake.copying").rename(folder / "lake")
         _once(spark, config_of(index, experiment.models), folder / "marks", source.stages)
     configs = [(source, config_of(index, experiment.models)) for index, source in enumerate(sources)]
     for model in experiment.models if train_models else ():
