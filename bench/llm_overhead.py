@@ -69,7 +69,7 @@ def _raw_share(model_path: str, threads: int, max_tokens: int, prompts: list[tup
 
 def _raw_tokens_per_s(config: RekiConfig, prompts: list[tuple[str, str]]) -> float:
     settings = config.llm
-    model_path, processes = resolve_gguf(settings.model), settings.actors
+    model_path, processes = resolve_gguf(settings.model, settings.model_cache), settings.actors
     start = time.perf_counter()
     with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
         shares = [prompts[index::processes] for index in range(processes)]

@@ -68,13 +68,13 @@ def gguf_file_name(model: str | None) -> str:
     return Path(smollm2_gguf() if model in (None, SMOLLM2_PRESET) else model).name
 
 
-def resolve_gguf(model: str | None, cache: Path | None = None) -> str:
+def resolve_gguf(model: str | None, cache: str | Path | None = None) -> str:
     """The GGUF path llama.cpp opens for `llm.model`: a preset's file (assembled and verified for
-    chunked presets) or the given path, which must exist."""
+    chunked presets, in `cache`, `llm.model_cache`) or the given path, which must exist."""
     if model in (None, SMOLLM2_PRESET):
         return smollm2_gguf()
     if model in CHUNKED_PRESETS:
-        return str(assemble(CHUNKED_PRESETS[model], cache or default_model_cache()))
+        return str(assemble(CHUNKED_PRESETS[model], Path(cache) if cache else default_model_cache()))
     if not Path(model).is_file():
         raise FileNotFoundError(f"llm.model: {model} is neither a preset ({', '.join(LLAMA_CPP_PRESETS)}) nor a file")
     return model
@@ -92,26 +92,27 @@ def smollm2_gguf() -> str:
 
 
 def assemble(preset: ChunkedGguf, cache: Path, chunks: list[Path] | None = None) -> Path:
-    """The preset's file in `cache`, concatenated from its chunks (default: the installed
-    distributions') when absent; verified every time (hashing ~0.5 GB takes about a second, much
-    less than loading the model)."""
+    """The preset's file in `cache`, verified every time (hashing ~0.5 GB takes about a second,
+    much less than loading the model); concatenated first from its chunks (default: the installed
+    distributions') when absent."""
     target = cache / preset.file_name
-    if not target.is_file():
-        chunks = chunks or installed_chunks(preset)
-        cache.mkdir(parents=True, exist_ok=True)
-        # Written beside the target and renamed: actors assembling at once never see half a file.
-        with tempfile.NamedTemporaryFile(dir=cache, suffix=".part", delete=False) as out:
-            for chunk in chunks:
-                with chunk.open("rb") as source:
-                    while block := source.read(_BLOCK):
-                        out.write(block)
-        try:
-            verify(preset, Path(out.name))
-        except ModelIntegrityError:
-            Path(out.name).unlink()
-            raise
-        os.replace(out.name, target)
-    verify(preset, target)
+    if target.is_file():
+        verify(preset, target)
+        return target
+    chunks = chunks or installed_chunks(preset)
+    cache.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed: actors assembling at once never see half a file.
+    with tempfile.NamedTemporaryFile(dir=cache, suffix=".part", delete=False) as out:
+        for chunk in chunks:
+            with chunk.open("rb") as source:
+                while block := source.read(_BLOCK):
+                    out.write(block)
+    try:
+        verify(preset, Path(out.name))
+    except ModelIntegrityError:
+        Path(out.name).unlink()
+        raise
+    os.replace(out.name, target)
     return target
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from ray_workers.backends.base import Generation
 from ray_workers.backends.gguf import resolve_gguf
 from reki_spark.config import LlmConfig
@@ -15,7 +13,7 @@ class LlamaCppBackend:
 
         self.settings = settings
         self._llm = Llama(
-            model_path=resolve_gguf(settings.model, Path(settings.model_cache) if settings.model_cache else None),
+            model_path=resolve_gguf(settings.model, settings.model_cache),
             n_ctx=settings.context_tokens,
             n_threads=settings.threads_per_actor,
             n_threads_batch=settings.threads_per_actor,
