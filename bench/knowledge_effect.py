@@ -30,7 +30,7 @@ from pyspark.sql import SparkSession
 from bench.common import RESULTS
 from reki_spark.config import QWEN05_PRESET, RekiConfig, load_config
 from reki_spark.data.ingest import ingest
-from reki_spark.evaluation.report import results_lines, summarize, write_chart
+from reki_spark.evaluation.report import results_lines, stage_costs, summarize, write_chart
 from reki_spark.features import build_features
 from reki_spark.knowledge.clustering import cluster_entities
 from reki_spark.knowledge.importing import import_knowledge
@@ -150,22 +150,23 @@ def run(name: str, data: str, sources: list[Source], work: Path, train_models: b
         folder = work / sources[index].label
         return _config(experiment, data, folder, arms, models, seeds, *sources[index].overrides)
 
-    for index, source in enumerate(sources):  # every knowledge set first, then the long training
+    configs = [(source, config_of(index, experiment.models)) for index, source in enumerate(sources)]
+    for source, config in configs:  # every knowledge set first, then the long training
         folder = work / source.label
         if not (folder / "lake").exists():  # copied whole, then renamed: a stop mid-copy leaves no lake
             shutil.rmtree(folder / "lake.copying", ignore_errors=True)
             shutil.copytree(work / "base" / "lake", folder / "lake.copying")
             (folder / "lake.copying").rename(folder / "lake")
-        _once(spark, config_of(index, experiment.models), folder / "marks", source.stages)
-    configs = [(source, config_of(index, experiment.models)) for index, source in enumerate(sources)]
+        _once(spark, config, folder / "marks", source.stages)
+    target = None
     for model in experiment.models if train_models else ():
         # One model and seed across every set at a time, results rewritten after each model: a run
         # stopped part way already compares every arm on the seeds it finished.
         for seed in experiment.seeds:
             for index in range(len(sources)):
                 train(spark, config_of(index, (model,), (seed,)))
-        _write_results(spark, name, configs)
-    return _write_results(spark, name, configs)
+        target = _write_results(spark, name, configs)
+    return target or _write_results(spark, name, configs)
 
 
 def _records(source: Source, config: RekiConfig, primary: bool) -> list[dict]:
@@ -177,17 +178,8 @@ def _records(source: Source, config: RekiConfig, primary: bool) -> list[dict]:
 
 
 def _knowledge_cost(spark: SparkSession, config: RekiConfig) -> dict:
-    ledger = Lake(spark, config.lake).read(LEDGER).toPandas()  # one row per stage run: small
-    part = ledger[ledger["stage"].isin(KNOWLEDGE_STAGES)]
-    return {
-        stage: {
-            "llm_calls": int(rows["llm_calls"].sum()),
-            "prompt_tokens": int(rows["prompt_tokens"].sum()),
-            "completion_tokens": int(rows["completion_tokens"].sum()),
-            "seconds": round(float(rows["wall_seconds"].sum()), 1),
-        }
-        for stage, rows in part.groupby("stage")
-    }
+    costs = stage_costs(Lake(spark, config.lake).read(LEDGER).toPandas())  # one ledger row per stage run: small
+    return json.loads(costs[costs.index.isin(KNOWLEDGE_STAGES)].round(1).to_json(orient="index"))
 
 
 def _write_results(spark: SparkSession, name: str, configs: list[tuple[Source, RekiConfig]]) -> Path:

@@ -198,7 +198,8 @@ def rejected_calls(ledger: pd.DataFrame) -> dict[str, float]:
     return {kind: count / calls for kind, count in counts.most_common()} if calls else {}
 
 
-def _stage_costs(ledger: pd.DataFrame) -> pd.DataFrame:
+def stage_costs(ledger: pd.DataFrame) -> pd.DataFrame:
+    """Per stage, in pipeline order: runs, LLM calls, prompt and completion tokens, seconds."""
     grouped = ledger.groupby("stage").agg(
         runs=("stage", "size"),
         llm_calls=("llm_calls", "sum"),
@@ -273,7 +274,7 @@ def write_report(spark: SparkSession, config: RekiConfig) -> Path:
         "|---|---|---|---|---|---|",
     ]
     ledger = Lake(spark, config.lake).read(LEDGER).toPandas()
-    costs = _stage_costs(ledger)
+    costs = stage_costs(ledger)
     for stage, row in costs.iterrows():
         lines.append(
             f"| {stage} | {int(row['runs'])} | {int(row['llm_calls'])} | {int(row['prompt_tokens'])} | "
