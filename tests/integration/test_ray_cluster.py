@@ -21,9 +21,8 @@ AGENT_NOT_READY = "No available agent to submit job"
 
 
 def _submit(command: list[str], timeout: float = 120) -> subprocess.CompletedProcess:
-    deadline = time.monotonic() + timeout
+    deadline, environment = time.monotonic() + timeout, cluster_environment()
     while True:
-        environment = cluster_environment()
         result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=environment, cwd=REPO)
         if AGENT_NOT_READY not in result.stderr or time.monotonic() > deadline:
             return result

@@ -3,6 +3,7 @@ integrity checks (the real chunks where the llm-qwen05 extra is installed)."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import struct
 from pathlib import Path
@@ -36,8 +37,6 @@ def _gguf(path: Path, strings: dict[str, str]) -> Path:
 
 
 def _preset_for(path: Path, **changes) -> ChunkedGguf:
-    import hashlib
-
     data = path.read_bytes()
     fields = {
         "file_name": "tiny.gguf",
