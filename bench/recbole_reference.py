@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from reki_spark.models.sequential import ItemScorer, score_matrix
+
 # RecBole's own defaults for SASRec (epochs 300, stopping_step 10, batch 2048, max length 50,
 # dropout 0.5/0.5), with the product's protocol: leave-one-out by time, full ranking, CE loss,
 # early stopping on validation NDCG@10.
@@ -139,7 +141,7 @@ def fit(seed: int, epochs: int, device: str, out: Path, work: Path, deadline_sec
 
 
 class RecBoleScores(nn.Module):
-    """A trained RecBole SASRec behind the product's `scores(sequence, users)`: the product's item
+    """A trained RecBole SASRec behind the product's `item_scorer(sequence, users)`: the product's item
     indices in, scores over the product's item indices out."""
 
     def __init__(self, weights: Path, seed: int, item_tokens: list[str], work: Path) -> None:
@@ -158,7 +160,7 @@ class RecBoleScores(nn.Module):
         self.to_recbole = torch.as_tensor(np.concatenate([[0], internal]), dtype=torch.long)
 
     @torch.no_grad()
-    def scores(self, sequence: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    def item_scorer(self, sequence: torch.Tensor, users: torch.Tensor) -> ItemScorer:
         from recbole.data.interaction import Interaction
 
         lengths = (sequence > 0).sum(1).clamp(max=self.max_length)
@@ -166,7 +168,7 @@ class RecBoleScores(nn.Module):
         for row, (items, length) in enumerate(zip(sequence, lengths, strict=True)):
             left_aligned[row, : int(length)] = self.to_recbole[items[items > 0]][-self.max_length :]
         interaction = Interaction({self.model.ITEM_SEQ: left_aligned, self.model.ITEM_SEQ_LEN: lengths})
-        return self.model.full_sort_predict(interaction)[:, self.to_recbole]
+        return score_matrix(self.model.full_sort_predict(interaction)[:, self.to_recbole])
 
 
 def main() -> None:

@@ -294,8 +294,9 @@ class SequentialBlock(ModelBlock):
     learning_rate: float | None = Field(1e-3, gt=0)
     weight_decay: float | None = Field(0.0, ge=0)
     embedding: int = Field(64, ge=8)
-    # full_softmax scores every item per position; sampled_softmax scores the target against
-    # `sampled_negatives` uniform draws shared by the batch (for catalogues too big for the full one).
+    # full_softmax scores every item per position; sampled_softmax scores the target against the
+    # batch's other targets and `sampled_negatives` uniform draws, logQ-corrected (for catalogues
+    # too big for the full one: its logits are batch positions x (batch + sampled_negatives)).
     loss: Literal["full_softmax", "sampled_softmax"] = "full_softmax"
     sampled_negatives: int = Field(1000, ge=1)
 
@@ -332,6 +333,9 @@ class TrainingConfig(_Strict):
     patience: int = Field(3, ge=1)
     batch_size: int = Field(1024, ge=1)
     eval_batch_size: int = Field(4096, ge=1)
+    # Sequential evaluation scores the catalogue this many items at a time (memory: eval_batch_size
+    # x eval_item_chunk floats, a few times over), never all items at once.
+    eval_item_chunk: int = Field(8192, ge=1)
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     embedding_dim: int = Field(32, ge=1)

@@ -5,9 +5,13 @@ target against 99 items the user never interacted with."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from sklearn.metrics import log_loss, roc_auc_score
+
+from reki_spark.models.sequential import ItemScorer
 
 FULL, SAMPLED = "full", "sampled99"
 # The metric that picks the best epoch, names a run and carries the report's verdict, per task.
@@ -20,16 +24,6 @@ def ctr_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, floa
     return {"auc": float(roc_auc_score(labels, clipped)), "logloss": float(log_loss(labels, clipped, labels=[0, 1]))}
 
 
-def target_ranks(scores: torch.Tensor, targets: torch.Tensor, excluded: torch.Tensor | None = None) -> torch.Tensor:
-    """0-based rank of each row's target among its candidates; `excluded` (bool, same shape as
-    `scores`) removes items such as the history and padding. Ties count against the target."""
-    scores = scores.clone()
-    if excluded is not None:
-        scores = scores.masked_fill(excluded, float("-inf"))
-    target_scores = scores.gather(1, targets.unsqueeze(1))
-    return (scores >= target_scores).sum(1) - 1
-
-
 def ranking_metrics(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
     ranks = np.asarray(ranks)
     hit = ranks < k
@@ -39,12 +33,49 @@ def ranking_metrics(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
     }
 
 
-def sampled_candidates(targets: torch.Tensor, excluded: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """(batch, 1 + 99) candidate item indices, the target first, negatives drawn without
-    replacement from items the user never interacted with (`excluded` marks history, padding)."""
-    weights = (~excluded).float()
-    weights[torch.arange(len(targets)), targets] = 0.0
-    # A catalogue smaller than 100 items (test fixtures) gives every row what all rows have.
-    count = min(SAMPLED_NEGATIVES, int(weights.sum(1).min().item()))
-    negatives = torch.multinomial(weights, count, replacement=False, generator=generator)
-    return torch.cat([targets.unsqueeze(1), negatives], dim=1)
+def target_ranks(
+    score: ItemScorer, targets: torch.Tensor, seen: torch.Tensor, items: int, chunk: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """0-based ranks of each row's target, full and sampled (against 99 negatives), over the items
+    1..items-1 except those in the row's `seen` (batch, width; 0 pads) other than the target.
+    Ties count against the target.
+
+    The catalogue is walked in chunks of `chunk` items, so no batch x |items| matrix exists in one
+    piece: the full rank is a running count of the items scoring at least the target, and the
+    sampled negatives are a running bottom-99 of uniform random keys over the allowed items (a
+    uniform draw without replacement). One relevant item per row makes the target's rank all that
+    NDCG and Recall need, so no top-K list is kept."""
+    target_scores = score(targets.unsqueeze(1))
+    count = min(SAMPLED_NEGATIVES, int(_allowed(seen, targets, items).min()))
+    above = torch.zeros(len(targets), dtype=torch.long)
+    keys = torch.empty(len(targets), 0)
+    negatives = torch.empty(len(targets), 0, dtype=torch.long)
+    for start in range(1, items, chunk):
+        ids = torch.arange(start, min(start + chunk, items))
+        blocked = _blocked(seen, targets, start, len(ids))
+        above += ((score(ids) >= target_scores) & ~blocked).sum(1)
+        drawn = torch.rand(blocked.shape, generator=generator).masked_fill(blocked, math.inf)
+        keys, kept = torch.cat([keys, drawn], 1).topk(min(count, keys.shape[1] + len(ids)), largest=False)
+        negatives = torch.cat([negatives, ids.expand(len(targets), -1)], 1).gather(1, kept)
+    candidate_scores = score(torch.cat([targets.unsqueeze(1), negatives], 1))
+    return above, (candidate_scores >= candidate_scores[:, :1]).sum(1) - 1
+
+
+def _blocked(seen: torch.Tensor, targets: torch.Tensor, start: int, width: int) -> torch.Tensor:
+    """(batch, width): the items start..start+width-1 that a row does not rank (seen, or the target
+    itself, which is counted apart)."""
+    blocked = torch.zeros(len(targets), width, dtype=torch.bool)
+    for codes in (seen, targets.unsqueeze(1)):
+        rows, columns = ((codes >= start) & (codes < start + width)).nonzero(as_tuple=True)
+        blocked[rows, codes[rows, columns] - start] = True
+    return blocked
+
+
+def _allowed(seen: torch.Tensor, targets: torch.Tensor, items: int) -> torch.Tensor:
+    """Per row, how many items can be a sampled negative: all but padding, the target and the
+    distinct seen items."""
+    ordered = seen.sort(1).values
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    distinct_seen = (first & (ordered > 0) & (ordered != targets.unsqueeze(1))).sum(1)
+    return items - 2 - distinct_seen

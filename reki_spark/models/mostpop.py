@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from reki_spark.models.base import Batch
-from reki_spark.models.sequential import SeqSchema
+from reki_spark.models.sequential import ItemScorer, SeqSchema, score_matrix
 
 
 class MostPop(nn.Module):
@@ -22,5 +22,5 @@ class MostPop(nn.Module):
     def loss(self, batch: Batch) -> torch.Tensor:
         raise TypeError("MostPop is counted, not trained")
 
-    def scores(self, sequence: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        return self.popularity.unsqueeze(0).expand(len(sequence), -1)
+    def item_scorer(self, sequence: torch.Tensor, users: torch.Tensor) -> ItemScorer:
+        return score_matrix(self.popularity.unsqueeze(0).expand(len(sequence), -1))

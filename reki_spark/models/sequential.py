@@ -1,5 +1,5 @@
 """Base of the sequential backbones (next-item prediction over the whole catalogue), one interface
-for all of them (RecBole's): `loss(batch)` for training, `scores(sequence, users)` for ranking.
+for all of them (RecBole's): `loss(batch)` for training, `item_scorer(sequence, users)` for ranking.
 
 Sequences are left-padded with index 0. Item embeddings are tied with the output layer, as in
 SASRec and RecBole's GRU4Rec, and the output scores use the ID embeddings alone.
@@ -12,6 +12,7 @@ never touched, so items that share a cluster vector stay distinguishable."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -19,6 +20,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from reki_spark.models.base import DEFAULT_HEIN, Batch, HeinSettings, KnowledgeAdapter, KnowledgeTables
+
+ItemScorer = Callable[[torch.Tensor], torch.Tensor]
+"""A batch of queries' scores of items: item indices (n,) shared by every row give (batch, n);
+per-row candidates (batch, n) give (batch, n). Evaluation asks for the catalogue in chunks."""
+
+
+def score_matrix(scores: torch.Tensor) -> ItemScorer:
+    """The ItemScorer of an already computed (batch, items) matrix (MostPop, reference models)."""
+    return lambda items: scores[:, items] if items.dim() == 1 else scores.gather(1, items)
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,8 @@ class SeqModel(nn.Module):
         self.loss_kind = loss
         self.sampled_negatives = sampled_negatives
         self.item_embedding = nn.Embedding(schema.items, embedding, padding_idx=0)
+        if loss == "sampled_softmax":  # only then: checkpoints of full-softmax runs keep their keys
+            self.register_buffer("target_counts", torch.zeros(schema.items))
         self.adapter = KnowledgeAdapter(knowledge, hein)
         side, user_side = self.adapter.side_dim, self.adapter.user_dim
         self.item_knowledge = _zero_linear(side, embedding) if side else None
@@ -86,19 +98,31 @@ class SeqModel(nn.Module):
         return self._sampled_softmax(states, targets)
 
     def _sampled_softmax(self, states: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The target against uniform negatives shared by the batch; a negative that happens to
-        be the target is masked. Uniform proposals make the logQ correction a constant, so none."""
-        negatives = torch.randint(1, self.schema.items, (self.sampled_negatives,), device=targets.device)
-        weights = self.item_embedding.weight
-        positive = (states * weights[targets]).sum(-1, keepdim=True)
-        negative = states @ weights[negatives].T
-        negative = negative.masked_fill(negatives.unsqueeze(0) == targets.unsqueeze(1), float("-inf"))
-        logits = torch.cat([positive, negative], dim=1)
-        return F.cross_entropy(logits, torch.zeros(len(targets), dtype=torch.long, device=targets.device))
+        """Mixed negatives (Yang et al., 2020): the batch's targets plus `sampled_negatives` uniform
+        draws are every row's candidates, and each candidate's logit loses the log of how often the
+        proposal is expected to hold it (logQ, Yi et al., 2019), so that popular items, which the
+        in-batch half draws often, are not pushed down for being popular. An item drawn twice (a
+        repeated target, a uniform draw of a target) is one candidate. Item frequencies are
+        counted over the training targets as training goes (add-one smoothed)."""
+        if self.training:
+            self.target_counts += torch.bincount(targets, minlength=self.schema.items)
+        uniform = torch.randint(1, self.schema.items, (self.sampled_negatives,), device=targets.device)
+        candidates, column = torch.unique(torch.cat([targets, uniform]), return_inverse=True)
+        frequency = (self.target_counts[candidates] + 1) / (self.target_counts.sum() + self.schema.items)
+        expected = len(targets) * frequency + self.sampled_negatives / (self.schema.items - 1)
+        logits = states @ self.item_embedding(candidates).T - expected.log()
+        return F.cross_entropy(logits, column[: len(targets)])
 
-    def scores(self, sequence: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """(batch, items) scores of every item as the next one after `sequence`."""
-        return self.states(trim_padding(sequence, keep=1), users)[:, -1] @ self.item_embedding.weight.T
+    def item_scorer(self, sequence: torch.Tensor, users: torch.Tensor) -> ItemScorer:
+        """Scores of items as the next one after `sequence`: the last state against their ID
+        embeddings, computed for the items asked only."""
+        queries = self.states(trim_padding(sequence, keep=1), users)[:, -1]
+
+        def score(items: torch.Tensor) -> torch.Tensor:
+            vectors = self.item_embedding(items)
+            return queries @ vectors.T if items.dim() == 1 else torch.einsum("bd,bnd->bn", queries, vectors)
+
+        return score
 
 
 def trim_padding(sequence: torch.Tensor, keep: int) -> torch.Tensor:

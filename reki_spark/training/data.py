@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
@@ -21,7 +20,6 @@ from reki_spark.lake import (
     SAMPLES,
     SEQUENCES,
     USER_CLUSTERS,
-    USER_HISTORIES,
     USERS,
     VOCAB,
     Lake,
@@ -192,8 +190,8 @@ def sequence_windows(lake: Lake, vocab: DataFrame, max_length: int) -> DataFrame
 
 def sequence_targets(lake: Lake, vocab: DataFrame, max_length: int, split: str) -> DataFrame:
     """Evaluation rows, one per user: the last `max_length` items before the `split` target
-    (valid: the prefix; test: the prefix and the valid item) as in0..in{max_length-1}, and the
-    target."""
+    (valid: the prefix; test: the prefix and the valid item) as in0..in{max_length-1}, the target,
+    and `seen`, every distinct item before the target (full ranking leaves them out)."""
     encoded = _coded_sequences(lake, vocab)
     encoded = encode_field(encoded, vocab, "item_id", F.col("valid_item_id"), "valid_target")
     encoded = encode_field(encoded, vocab, "item_id", F.col("test_item_id"), "test_target")
@@ -202,6 +200,7 @@ def sequence_targets(lake: Lake, vocab: DataFrame, max_length: int, split: str) 
         F.col("user").cast("int").alias("user"),
         *_padded_columns(inputs, max_length, "in"),
         F.col(f"{split}_target").cast("int").alias("target"),
+        F.array_distinct(inputs).alias("seen"),
     )
 
 
@@ -215,17 +214,6 @@ def item_popularity(lake: Lake, vocab: DataFrame) -> np.ndarray:
     for row in counts.join(items, "item_id").select("index", "count").collect():
         popularity[row["index"]] = row["count"]
     return popularity
-
-
-def seen_items(lake: Lake, vocab: DataFrame) -> pd.DataFrame:
-    """Per user index: the item indices seen before the valid target and before the test target."""
-    histories = encode_field(lake.read(USER_HISTORIES), vocab, "user_id", F.col("user_id"), "user")
-    histories = _item_indices(histories, vocab, "user_id", "item_ids", "items")
-    before_valid = F.slice("items", 1, F.greatest(F.lit(0), F.size("items") - 2))
-    before_test = F.slice("items", 1, F.greatest(F.lit(0), F.size("items") - 1))
-    return histories.select(
-        F.col("user").alias("user"), before_valid.alias("before_valid"), before_test.alias("before_test")
-    ).toPandas()
 
 
 @dataclass

@@ -28,7 +28,6 @@ from reki_spark.evaluation.metrics import (
     SAMPLED,
     ctr_metrics,
     ranking_metrics,
-    sampled_candidates,
     target_ranks,
 )
 from reki_spark.models import (
@@ -82,9 +81,9 @@ class TrainJob(ModelSpec):
     patience: int = 3
     batch_size: int = 1024
     eval_batch_size: int = 4096
+    eval_item_chunk: int = 8192
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
-    seen: pd.DataFrame | None = None  # sequential: items seen before the valid / test targets
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -168,7 +167,7 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
         return {}
     if not state["finished"]:
         model.load_state_dict(state["best_state"])
-        state["test"] = evaluate(job, model, job.test, "test")
+        state["test"] = evaluate(job, model, job.test)
         state["finished"] = True
         _save(job, model, optimizer, scheduler, state)
     return {
@@ -189,7 +188,7 @@ def _counted_baseline(job: TrainJob, model: nn.Module) -> dict[str, Any]:
     started = time.perf_counter()
     return {
         **identity(job),
-        **evaluate(job, model, job.test, "test"),
+        **evaluate(job, model, job.test),
         "best_epoch": 0,
         "epochs_trained": 0,
         "steps": 0,
@@ -233,7 +232,7 @@ def _end_of_epoch(
     """Rank 0 scores the validation split, records the epoch and decides whether to stop early."""
     if rank != 0:
         return False
-    valid = evaluate(job, model, job.valid, "valid")
+    valid = evaluate(job, model, job.valid)
     score = valid[PRIMARY[job.task]]
     if score > state["best_score"]:
         state.update(
@@ -311,7 +310,7 @@ def best_model(spec: ModelSpec) -> nn.Module:
 
 
 @torch.no_grad()
-def evaluate(job: TrainJob, model: nn.Module, frame: pd.DataFrame, split: str) -> dict[str, float]:
+def evaluate(job: TrainJob, model: nn.Module, frame: pd.DataFrame) -> dict[str, float]:
     model.eval()
     if job.task == "ctr":
         assert isinstance(job.schema, CtrSchema)
@@ -323,12 +322,13 @@ def evaluate(job: TrainJob, model: nn.Module, frame: pd.DataFrame, split: str) -
             for i in range(0, len(frame), job.eval_batch_size)
         ]
         return ctr_metrics(frame["label"].to_numpy(), torch.cat(probabilities).numpy())
-    return _ranking(job, model, frame, split)
+    return _ranking(job, model, frame)
 
 
-def _ranking(job: TrainJob, model: nn.Module, frame: pd.DataFrame, split: str) -> dict[str, float]:
-    assert isinstance(job.schema, SeqSchema) and job.seen is not None
-    seen = job.seen.set_index("user")["before_valid" if split == "valid" else "before_test"]
+def _ranking(job: TrainJob, model: nn.Module, frame: pd.DataFrame) -> dict[str, float]:
+    """Full and sampled ranking of each row's target; the items a row's user saw before it travel
+    with the row (`seen`), so no per-user table is held here."""
+    assert isinstance(job.schema, SeqSchema)
     generator = torch.Generator().manual_seed(job.seed)
     full, sampled = [], []
     for start in range(0, len(frame), job.eval_batch_size):
@@ -336,15 +336,24 @@ def _ranking(job: TrainJob, model: nn.Module, frame: pd.DataFrame, split: str) -
         sequence = torch.as_tensor(part[[f"in{i}" for i in range(job.schema.max_length)]].to_numpy(), dtype=torch.long)
         users = torch.as_tensor(part["user"].to_numpy(), dtype=torch.long)
         targets = torch.as_tensor(part["target"].to_numpy(), dtype=torch.long)
-        scores = model.scores(sequence, users)
-        excluded = torch.zeros_like(scores, dtype=torch.bool)
-        excluded[:, 0] = True
-        for row, user in enumerate(part["user"]):
-            excluded[row, list(seen.get(user, []))] = True
-        excluded[torch.arange(len(targets)), targets] = False
-        full.append(target_ranks(scores, targets, excluded))
-        candidates = sampled_candidates(targets, excluded, generator)
-        sampled.append(target_ranks(scores.gather(1, candidates), torch.zeros(len(targets), dtype=torch.long)))
+        ranks = target_ranks(
+            model.item_scorer(sequence, users),
+            targets,
+            padded(part["seen"]),
+            job.schema.items,
+            job.eval_item_chunk,
+            generator,
+        )
+        full.append(ranks[0])
+        sampled.append(ranks[1])
     metrics = {f"{name}_{FULL}": value for name, value in ranking_metrics(torch.cat(full).numpy()).items()}
     metrics.update({f"{name}_{SAMPLED}": value for name, value in ranking_metrics(torch.cat(sampled).numpy()).items()})
     return metrics
+
+
+def padded(arrays: pd.Series) -> torch.Tensor:
+    """(rows, longest) item indices of variable-length arrays, right-padded with 0."""
+    lengths = arrays.map(len).to_numpy()
+    codes = np.zeros((len(arrays), max(1, int(lengths.max(initial=0)))), dtype=np.int64)
+    codes[np.arange(codes.shape[1]) < lengths[:, None]] = np.concatenate([np.asarray(a) for a in arrays] or [[]])
+    return torch.as_tensor(codes)

@@ -32,7 +32,6 @@ from reki_spark.training.data import (
     ctr_view,
     item_popularity,
     knowledge_arrays,
-    seen_items,
     sequence_targets,
     sequence_windows,
 )
@@ -62,7 +61,7 @@ def evaluate_runs(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any
     """Re-score the best checkpoint of every configured run on test."""
     results = []
     for job in _jobs(spark, config):
-        metrics = evaluate(job, best_model(job), job.test, "test")
+        metrics = evaluate(job, best_model(job), job.test)
         results.append({**identity(job), **metrics})
     print(f"metrics: {write_metrics(config.output, results)}")
     return results
@@ -146,8 +145,8 @@ def _train_job(
         train_rows=len(converter),
         valid=view.valid,
         test=view.test,
-        seen=view.seen,
         eval_batch_size=training.eval_batch_size,
+        eval_item_chunk=training.eval_item_chunk,
         **settings,
     )
 
@@ -205,7 +204,6 @@ class TaskView:
     train: DataFrame
     valid: pd.DataFrame
     test: pd.DataFrame
-    seen: pd.DataFrame | None = None
     popularity: np.ndarray | None = None
 
 
@@ -225,7 +223,6 @@ def _task_view(lake: Lake, vocab: DataFrame, sizes: dict[str, int], task: str, c
         sequence_windows(lake, vocab, length),
         sequence_targets(lake, vocab, length, "valid").toPandas(),
         sequence_targets(lake, vocab, length, "test").toPandas(),
-        seen=seen_items(lake, vocab),
         popularity=item_popularity(lake, vocab),
     )
 

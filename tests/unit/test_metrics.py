@@ -5,12 +5,11 @@ import torch
 from sklearn.metrics import ndcg_score, roc_auc_score, top_k_accuracy_score
 
 from reki_spark.evaluation.metrics import (
-    SAMPLED_NEGATIVES,
     ctr_metrics,
     ranking_metrics,
-    sampled_candidates,
     target_ranks,
 )
+from reki_spark.models.sequential import score_matrix
 
 
 def test_ctr_metrics_match_sklearn():
@@ -22,12 +21,19 @@ def test_ctr_metrics_match_sklearn():
     assert abs(metrics["logloss"] - expected_logloss) < 1e-12
 
 
+def _ranks(scores: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor, chunk: int = 7):
+    generator = torch.Generator().manual_seed(0)
+    return target_ranks(score_matrix(scores), targets, seen, scores.shape[1], chunk, generator)
+
+
 def test_ranking_metrics_match_sklearn():
     rng = np.random.default_rng(7)
     scores = rng.normal(size=(50, 30))
     targets = rng.integers(0, 30, size=50)
-    ranks = target_ranks(torch.tensor(scores), torch.tensor(targets)).numpy()
-    ours = ranking_metrics(ranks, k=10)
+    # Item 0 is padding: the catalogue is items 1..30, whose scores are `scores`.
+    with_padding = torch.tensor(np.hstack([np.full((50, 1), 99.0), scores]))
+    full, _ = _ranks(with_padding, torch.tensor(targets + 1), torch.zeros(50, 1, dtype=torch.long))
+    ours = ranking_metrics(full.numpy(), k=10)
     relevance = np.zeros_like(scores)
     relevance[np.arange(50), targets] = 1
     per_user_ndcg = [ndcg_score(relevance[i : i + 1], scores[i : i + 1], k=10) for i in range(50)]
@@ -35,14 +41,38 @@ def test_ranking_metrics_match_sklearn():
     assert abs(ours["recall@10"] - top_k_accuracy_score(targets, scores, k=10, labels=np.arange(30))) < 1e-9
 
 
-def test_excluded_items_do_not_rank_and_samples_avoid_history():
-    scores = torch.tensor([[5.0, 4.0, 3.0, 2.0]])
-    excluded = torch.tensor([[True, True, False, False]])
-    assert target_ranks(scores, torch.tensor([2]), excluded).item() == 0
-    generator = torch.Generator().manual_seed(0)
-    history = torch.zeros(3, 200, dtype=torch.bool)
-    history[:, :50] = True
-    candidates = sampled_candidates(torch.tensor([60, 70, 80]), history, generator)
-    assert candidates.shape == (3, 1 + SAMPLED_NEGATIVES)
-    assert (candidates[:, 1:] >= 50).all()
-    assert all(len(set(row.tolist())) == 1 + SAMPLED_NEGATIVES for row in candidates)
+def _dense_full_ranks(scores: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor) -> torch.Tensor:
+    """The whole batch x items matrix at once: what the chunked count must equal."""
+    excluded = torch.zeros_like(scores, dtype=torch.bool)
+    excluded[:, 0] = True
+    excluded.scatter_(1, seen, True)
+    excluded[torch.arange(len(targets)), targets] = False
+    masked = scores.masked_fill(excluded, float("-inf"))
+    return (masked >= masked.gather(1, targets.unsqueeze(1))).sum(1) - 1
+
+
+def test_chunked_full_ranks_equal_the_whole_matrix_with_ties_repeats_and_seen_targets():
+    rng = np.random.default_rng(3)
+    scores = torch.tensor(rng.integers(0, 20, size=(40, 300)).astype(np.float32))  # many ties
+    targets = torch.tensor(rng.integers(1, 300, size=40))
+    seen = torch.tensor(rng.integers(0, 300, size=(40, 60)))  # repeats and 0 padding among them
+    seen[:5, 0] = targets[:5]  # a target the user had seen before (repeat consumption) still ranks
+    expected = _dense_full_ranks(scores, targets, seen)
+    for chunk in (1, 13, 299, 10_000):
+        assert torch.equal(_ranks(scores, targets, seen, chunk)[0], expected), chunk
+
+
+def test_sampled_negatives_are_distinct_unseen_items_drawn_across_chunks():
+    targets = torch.tensor([1, 2, 4])
+    # Seen: 4 and 101..199, with 0 padding; the third row's target 4 was seen before and ranks.
+    seen = torch.cat([torch.tensor([0, 4]), torch.arange(101, 200)]).expand(3, -1)
+    scores = torch.full((3, 200), 1e9)  # padding or a seen item among the negatives beats the target
+    scores[:, 1:101:2] = 1.0  # odd items beat the target (which scores 0), even ones do not
+    scores[:, 2:101:2] = -1.0
+    scores[torch.arange(3), targets] = 0.0
+    for chunk in (3, 64, 1000):
+        _, sampled = _ranks(scores, targets, seen, chunk)
+        # Rows 1 and 2 have 98 allowed items, the fewest, so every row draws 98: all of theirs,
+        # each once (49 and 50 odd ones); the third row 98 of its 99 (50 odd, 49 even).
+        assert sampled[:2].tolist() == [49, 50], chunk
+        assert sampled[2].item() in (49, 50), chunk

@@ -110,7 +110,12 @@ def test_sequential_backbones_score_every_item(name, with_knowledge):
     loss.backward()
     assert torch.isfinite(loss)
     model.eval()
-    assert model.scores(sequence[:, 1:], torch.tensor([1, 2])).shape == (2, 10)
+    score = model.item_scorer(sequence[:, 1:], torch.tensor([1, 2]))
+    every_item = score(torch.arange(10))
+    assert every_item.shape == (2, 10)
+    # per-row candidates score as the same items in the shared-catalogue call
+    candidates = torch.tensor([[3, 7], [9, 1]])
+    assert torch.allclose(score(candidates), every_item.gather(1, candidates), atol=1e-6)
 
 
 def test_deranged_knowledge_moves_every_vector_to_another_group():
