@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
+import pandas as pd
 from pyspark.ml.functions import array_to_vector
-from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from reki_spark.config import RekiConfig
@@ -88,15 +90,39 @@ def _embed_new_items(lake: Lake, config: RekiConfig) -> None:
 
 
 def _nearest(points: DataFrame, centroids: DataFrame) -> DataFrame:
-    """Each point's nearest existing centroid of its own view."""
-    squared = F.zip_with("vector", "centroid", lambda a, b: (a - b) * (a - b))
-    distance = F.aggregate(squared, F.lit(0.0).cast("double"), lambda total, x: total + x)
-    best = Window.partitionBy("entity_id", "view").orderBy("distance", "cluster_id")
+    """Each point's nearest existing centroid of its own view (ties: the smaller cluster id). The
+    centroids travel to the executors as one broadcast and each batch of points is scored against
+    its view's centroid matrix, so no (point, centroid) pair ever becomes a row. A point whose view
+    has no centroids (the view was absent when `reki cluster` ran) is left out, and said so."""
+    # One row per cluster: bounded by clustering.k per view, a few thousand at most.
+    rows = centroids.orderBy("cluster_id").collect()
+    by_view = {
+        view: (
+            np.array([r["cluster_id"] for r in rows if r["view"] == view]),
+            np.array([r["centroid"] for r in rows if r["view"] == view], dtype=np.float64),
+        )
+        for view in {r["view"] for r in rows}
+    }
+    orphans = points.where(~F.col("view").isin(list(by_view))).groupBy("view").count().collect()  # one per view
+    for row in orphans:
+        print(f"refresh: {row['count']:,} points of view {row['view']!r} have no clusters: run `reki cluster`")
+    shared = points.sparkSession.sparkContext.broadcast(by_view)
+
+    @F.pandas_udf("string")
+    def nearest(view: pd.Series, vector: pd.Series) -> pd.Series:
+        chosen = pd.Series(None, index=view.index, dtype=object)
+        for name, members in view.groupby(view).groups.items():
+            ids, matrix = shared.value[name]
+            batch = np.stack(vector[members].to_numpy()).astype(np.float64)
+            # |p - c|^2 without the (points, centroids, dimension) cube: |p|^2 is the same for
+            # every centroid of a point, so it drops out of the argmin.
+            distances = (matrix * matrix).sum(1) - 2.0 * batch @ matrix.T
+            chosen[members] = ids[distances.argmin(1)]
+        return chosen
+
     return (
-        points.join(F.broadcast(centroids), "view")
-        .withColumn("distance", distance)
-        .withColumn("rank", F.row_number().over(best))
-        .where(F.col("rank") == 1)
+        points.where(F.col("view").isin(list(by_view)))
+        .withColumn("cluster_id", nearest("view", "vector"))
         .select("entity_id", "view", "vector", "imputed", "cluster_id")
     )
 

@@ -7,6 +7,7 @@ import random
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from pyspark.sql import functions as F
@@ -107,3 +108,27 @@ def test_export_vectors_torchscript_parity_and_scoring(spark, knowledge_lake, tm
     assert all(0.0 < score < 1.0 for _, score in ranked)
     # Without history the item's score changes: the history really reaches the exported model.
     assert scorer.score("1", ["1"], []) != scorer.score("1", ["1"], ["4", "5"])
+
+
+def test_nearest_centroid_matches_brute_force_and_says_which_views_have_no_clusters(spark, capsys):
+    from reki_spark.knowledge.refresh import _nearest
+
+    rng = np.random.default_rng(2)
+    centroids = [(f"c{i:02d}", "item" if i < 6 else "positive", rng.normal(size=4).tolist()) for i in range(10)]
+    centroids.append(("c99", "item", centroids[0][2]))  # a tie with c00: the smaller id wins
+    views = ["item"] * 30 + ["positive"] * 20 + ["negative"] * 3
+    points = [(f"e{n}", view, rng.normal(size=4).astype("float32").tolist(), False) for n, view in enumerate(views)]
+    points.append(("tied", "item", centroids[0][2], False))
+    frame = spark.createDataFrame(points, "entity_id string, view string, vector array<float>, imputed boolean")
+    table = spark.createDataFrame(centroids, "cluster_id string, view string, centroid array<double>")
+    assigned = {r["entity_id"]: r["cluster_id"] for r in _nearest(frame, table).collect()}
+    for entity, view, vector, _ in points:
+        if view == "negative":
+            assert entity not in assigned
+            continue
+        candidates = [
+            (sum((a - b) ** 2 for a, b in zip(vector, c, strict=True)), cid) for cid, v, c in centroids if v == view
+        ]
+        assert assigned[entity] == min(candidates)[1], entity
+    assert assigned["tied"] == "c00"
+    assert "3 points of view 'negative' have no clusters" in capsys.readouterr().out
