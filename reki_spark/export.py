@@ -8,7 +8,9 @@ Reads `vocab`, `users`, `items`, `samples`, knowledge tables and the run's check
 
 from __future__ import annotations
 
+import copy
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,8 +23,8 @@ from reki_spark.lake import ITEMS, SERVING_VECTORS, USERS, VOCAB, Lake
 from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS
 from reki_spark.models.base import CTR_FIELDS, RATING_FIELD
-from reki_spark.models.serving import SERVING_INPUTS, entity_outputs, export_torchscript
-from reki_spark.serving import FEATURES_FILE, ITEM_FIELDS, META_FILE, MODEL_FILE, USER_FIELDS
+from reki_spark.models.serving import SERVING_INPUTS, export_torchscript
+from reki_spark.serving import FEATURES_FILE, ITEM_FIELDS, META_FILE, MODEL_FILE, USER_FIELDS, VECTORS_FILE
 from reki_spark.training.data import ctr_view, encode_field, item_codes
 from reki_spark.training.feeding import ctr_batch
 from reki_spark.training.train import best_model, model_spec
@@ -46,11 +48,11 @@ def export(spark: SparkSession, config: RekiConfig) -> Path:
         model = best_model(spec).eval()
         vocab = lake.read(VOCAB)
         if knowledge != "none":
-            vectors = _serving_vectors(spark, model, vocab, spec.name)
-            lake.overwrite(vectors, SERVING_VECTORS)
-            lake.read(SERVING_VECTORS).toPandas().to_parquet(folder / "serving_vectors.parquet", index=False)
+            lake.overwrite(_serving_vectors(spark, model, vocab, spec.name), SERVING_VECTORS)
+            _write_parquet(lake.read(SERVING_VECTORS), folder / VECTORS_FILE)
         schema = spec.schema
-        _entity_features(lake, vocab, schema.category_slots).to_parquet(folder / FEATURES_FILE, index=False)
+        _write_parquet(_entity_features(lake, vocab, schema.category_slots), folder / FEATURES_FILE)
+        # EXAMPLE_ROWS rows for the TorchScript trace and the parity check.
         example = ctr_view(lake, vocab, schema).where(F.col("split") == "test").limit(EXAMPLE_ROWS).toPandas()
         batch = ctr_batch(example, schema.history_length, schema.category_slots)
         scripted = export_torchscript(model, batch)
@@ -87,16 +89,29 @@ def _parity(model: torch.nn.Module, scripted: torch.jit.ScriptModule, batch: dic
 
 
 def _serving_vectors(spark: SparkSession, model: torch.nn.Module, vocab: DataFrame, run: str) -> DataFrame:
-    fields = model.schema.fields
-    user_out, item_out = entity_outputs(model.adapter, fields["user_id"], fields["item_id"])
-    rows = []
-    for entity_type, table in (("user", user_out), ("item", item_out)):
-        codes = vocab.where(F.col("field") == f"{entity_type}_id").toPandas()
-        rows += [
-            (entity_type, value, [float(x) for x in table[index]], run)
-            for value, index in zip(codes["value"], codes["index"], strict=True)
-        ]
-    return spark.createDataFrame(rows, "entity_type string, entity_id string, vector array<float>, model string")
+    """HEIN's output per user and item, computed on the executors: the knowledge adapter (HEIN and
+    the cluster-vector tables) goes out as one broadcast, and each partition of the vocabulary
+    runs it over its own entity indices."""
+    adapter = spark.sparkContext.broadcast(copy.deepcopy(model.adapter).eval())
+    entities = vocab.where(F.col("field").isin("user_id", "item_id")).select(
+        F.regexp_extract("field", "^(user|item)", 1).alias("entity_type"), F.col("value").alias("entity_id"), "index"
+    )
+
+    def vectors(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for part in parts:
+            for entity_type, rows in part.groupby("entity_type"):
+                index = torch.as_tensor(rows["index"].to_numpy(), dtype=torch.long)
+                with torch.no_grad():
+                    out = adapter.value.users(index) if entity_type == "user" else adapter.value.items(index)
+                yield rows[["entity_type", "entity_id"]].assign(vector=list(out.numpy()), model=run)
+
+    return entities.mapInPandas(vectors, "entity_type string, entity_id string, vector array<float>, model string")
+
+
+def _write_parquet(frame: DataFrame, path: Path) -> None:
+    """Parquet parts written by the executors into the bundle folder (pandas and pyarrow read the
+    folder as one table); never gathered on the driver."""
+    frame.write.mode("overwrite").parquet(path.resolve().as_uri())
 
 
 def _codes(frame: DataFrame, vocab: DataFrame, columns: dict[str, F.Column]) -> DataFrame:
@@ -111,7 +126,7 @@ def _codes_of(vocab: DataFrame, field: str) -> dict[str, int]:
     return {row["value"]: row["index"] for row in vocab.where(F.col("field") == field).collect()}
 
 
-def _entity_features(lake: Lake, vocab: DataFrame, category_slots: int) -> pd.DataFrame:
+def _entity_features(lake: Lake, vocab: DataFrame, category_slots: int) -> DataFrame:
     users = lake.read(USERS)
     users = _codes(
         users.select("user_id", "gender", "age", "occupation").withColumnRenamed("user_id", "entity"),
@@ -135,4 +150,4 @@ def _entity_features(lake: Lake, vocab: DataFrame, category_slots: int) -> pd.Da
     )
     user_rows = users.select(F.lit("user").alias("entity_type"), F.col("entity").alias("entity_id"), *USER_FIELDS)
     item_rows = items.select(F.lit("item").alias("entity_type"), F.col("entity").alias("entity_id"), *ITEM_FIELDS)
-    return pd.concat([user_rows.toPandas(), item_rows.toPandas()], ignore_index=True)
+    return user_rows.unionByName(item_rows, allowMissingColumns=True)

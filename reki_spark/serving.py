@@ -14,7 +14,8 @@ from reki_spark.models.base import CTR_FIELDS
 CATEGORY_FIELD = "item_category"
 
 MODEL_FILE = "model.pt"
-FEATURES_FILE = "entity_features.parquet"
+FEATURES_FILE = "entity_features.parquet"  # a folder of Parquet parts
+VECTORS_FILE = "serving_vectors.parquet"  # likewise
 META_FILE = "export.json"
 USER_FIELDS = ["user_id", "user_gender", "user_age", "user_occupation"]
 ITEM_FIELDS = ["item_id", "item_category", "item_brand", "item_year"]

@@ -20,9 +20,11 @@ from reki_spark.export import export
 from reki_spark.features import build_features
 from reki_spark.knowledge.clustering import cluster_entities
 from reki_spark.knowledge.prompts import build_prompts
-from reki_spark.lake import ITEM_CLUSTERS, LEDGER, SERVING_VECTORS, USER_CLUSTERS, USERS, Lake
+from reki_spark.lake import ITEM_CLUSTERS, LEDGER, SERVING_VECTORS, USER_CLUSTERS, USERS, VOCAB, Lake
+from reki_spark.models.serving import entity_outputs
 from reki_spark.serving import Scorer
-from reki_spark.training.train import train
+from reki_spark.training.loop import best_model
+from reki_spark.training.train import model_spec, train
 from tests.conftest import tiny_config
 
 pytestmark = pytest.mark.integration
@@ -101,6 +103,15 @@ def test_export_vectors_torchscript_parity_and_scoring(spark, knowledge_lake, tm
     widths = {(r["entity_type"], len(r["vector"])) for r in vectors.collect()}
     assert widths == {("user", 64), ("item", 32)}  # a user's positive and negative views stay apart
     assert len(pd.read_parquet(folder / "serving_vectors.parquet")) == 108
+    # The executors' vectors are the ones the folded TorchScript model was built from.
+    model = best_model(model_spec(spark, config, "din", "collective", 1))
+    fields = model.schema.fields
+    user_out, item_out = entity_outputs(model.adapter, fields["user_id"], fields["item_id"])
+    codes = {(r["field"], r["value"]): r["index"] for r in Lake(spark, config.lake).read(VOCAB).collect()}
+    for row in vectors.collect():
+        table = user_out if row["entity_type"] == "user" else item_out
+        expected = table[codes[(f"{row['entity_type']}_id", row["entity_id"])]]
+        assert np.allclose(row["vector"], expected.detach().numpy(), atol=1e-6), row["entity_id"]
     scorer = Scorer(folder)
     ranked = scorer.rank("1", ["1", "2", "3", "unknown-item"], history=["4", "5"])
     assert sorted(item for item, _ in ranked) == ["1", "2", "3", "unknown-item"]
