@@ -15,6 +15,7 @@ def with_row_index(frame: DataFrame, name: str) -> DataFrame:
     partition's starting offset, from one small count per partition, makes it dense. The frame
     must be deterministic (a file or table scan), because it is evaluated twice."""
     tagged = frame.select("*", F.monotonically_increasing_id().alias("_row_id"), F.spark_partition_id().alias("_pid"))
+    # One row per partition.
     counts = sorted((row["_pid"], row["count"]) for row in tagged.groupBy("_pid").count().collect())
     offsets, start = [], 0
     for partition, count in counts:

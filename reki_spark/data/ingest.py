@@ -194,6 +194,7 @@ def _classify(typed: DataFrame, keys: list[str]) -> DataFrame:
 def _counts(table: str, bronze: DataFrame, classified: DataFrame) -> TableCounts:
     """Counts the source lines independently of the classification, so that a row lost or
     multiplied on the way (a bad join, a filter) fails the ingest instead of passing unseen."""
+    # One row per status (clean, quarantined, duplicate).
     by_status = {row["_status"]: row["count"] for row in classified.groupBy("_status").count().collect()}
     counts = TableCounts(
         read=bronze.count(),

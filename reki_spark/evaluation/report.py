@@ -273,6 +273,7 @@ def write_report(spark: SparkSession, config: RekiConfig) -> Path:
         "| stage | runs | LLM calls | prompt tokens | completion tokens | seconds |",
         "|---|---|---|---|---|---|",
     ]
+    # One row per stage run: bounded by how often the pipeline ran, not by the data.
     ledger = Lake(spark, config.lake).read(LEDGER).toPandas()
     costs = stage_costs(ledger)
     for stage, row in costs.iterrows():

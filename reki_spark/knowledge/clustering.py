@@ -71,6 +71,7 @@ def cluster_entities(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
             users_assigned.select(F.col("entity_id").alias("user_id"), "view", "cluster_id", "imputed"), USER_CLUSTERS
         )
         lake.overwrite(describe_clusters(union_all(assigned), clustering.representatives), CLUSTERS)
+        # One row per view.
         counts = {row["view"]: row["count"] for row in lake.read(CLUSTERS).groupBy("view").count().collect()}
         users_view_points.unpersist()
         record.rows_in = items.count() + lake.read(USERS).count()
@@ -99,11 +100,12 @@ def user_points(lake: Lake, embeddings: DataFrame, label_threshold: float) -> tu
     has_ratings = window.where(F.col("rating").isNotNull()).limit(1).count() > 0
     view = F.when(F.col("rating") > label_threshold, POSITIVE).otherwise(NEGATIVE) if has_ratings else F.lit(POSITIVE)
     rows = window.select("user_id", view.alias("view"), array_to_vector("vector").alias("features"))
-    views = sorted(r["view"] for r in rows.select("view").distinct().collect())
+    views = sorted(r["view"] for r in rows.select("view").distinct().collect())  # positive, negative
     if NEGATIVE not in views:
         print("user clustering: no negative feedback in the prompt windows, so the negative view is absent")
     per_user = rows.groupBy("user_id", "view").agg(Summarizer.mean(F.col("features")).alias("mean"))
     per_view = rows.groupBy("view").agg(Summarizer.mean(F.col("features")).alias("view_mean"))
+    # per_view has one row per view (two at most): every user once per view, not a product of sizes.
     all_pairs = lake.read(USERS).select("user_id").crossJoin(per_view)
     points = all_pairs.join(per_user, ["user_id", "view"], "left").select(
         F.col("user_id").alias("entity_id"),

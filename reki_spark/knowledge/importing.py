@@ -117,7 +117,7 @@ def _invalid(required: list[str]) -> Column:
 
 
 def _single_model(answers: DataFrame) -> str:
-    models = [row["model"] for row in answers.select("model").distinct().limit(3).collect()]
+    models = [row["model"] for row in answers.select("model").distinct().limit(3).collect()]  # at most 3
     if len(models) != 1:
         raise ConfigError(f"{ANSWERS_FILE} must hold the answers of one model, found {models or 'none'}")
     return models[0]
@@ -159,7 +159,7 @@ def _write(lake: Lake, groups: DataFrame, answers: DataFrame, model: str) -> Imp
 
 
 def _count_by_view(frame: DataFrame, column: str) -> dict[str, int]:
-    counts = frame.groupBy("view").agg(F.countDistinct(column).alias("count")).collect()
+    counts = frame.groupBy("view").agg(F.countDistinct(column).alias("count")).collect()  # one per view
     return {row["view"]: row["count"] for row in sorted(counts, key=lambda row: row["view"])}
 
 

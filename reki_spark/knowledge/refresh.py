@@ -169,6 +169,7 @@ def _changed_clusters(lake: Lake, old_versions: dict[str, int], threshold: float
     fractions = touched.join(sizes, "cluster_id", "left").withColumn(
         "fraction", F.col("count") / F.col("old_size").cast("double")
     )
+    # One row per changed cluster: bounded by the cluster count.
     return sorted(
         r["cluster_id"] for r in fractions.where(F.col("old_size").isNull() | (F.col("fraction") > threshold)).collect()
     )

@@ -58,6 +58,7 @@ def build_vocab(lake: Lake) -> DataFrame:
 
 
 def cardinalities(vocab: DataFrame) -> dict[str, int]:
+    # One row per vocabulary field.
     sizes = {row["field"]: row["n"] + 1 for row in vocab.groupBy("field").agg(F.max("index").alias("n")).collect()}
     return {field: sizes.get(field, 1) for field in VOCAB_FIELDS}
 
@@ -273,6 +274,7 @@ def group_codes(lake: Lake) -> tuple[np.ndarray, dict[str, int], np.ndarray, dic
     """`cluster_only`: one one-hot code per item group and per user group, in one shared space.
     HEIN's first layer on a one-hot code is a learned embedding of the group id: the capacity of
     group membership, with no LLM text."""
+    # One row per cluster.
     item_groups = sorted(r["cluster_id"] for r in lake.read(ITEM_CLUSTERS).select("cluster_id").distinct().collect())
     user_groups = sorted(r["cluster_id"] for r in lake.read(USER_CLUSTERS).select("cluster_id").distinct().collect())
     codes = np.eye(len(item_groups) + len(user_groups), dtype=np.float32)
