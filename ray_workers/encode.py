@@ -12,13 +12,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from tqdm import tqdm
 
 from ray_workers.backends import model_id
-from ray_workers.delta_io import RsLake
 from ray_workers.ray_session import start_ray
+from ray_workers.staging import (
+    STAGING_CPUS,
+    Committer,
+    RunFolder,
+    input_folder,
+    read_input,
+    recover,
+    stage_batch,
+    stage_input,
+)
 from reki_spark.config import EncoderConfig, RekiConfig
 from reki_spark.lake import (
     ITEM_CLUSTERS,
@@ -49,106 +58,125 @@ class Coverage:
         return self.items == self.items_covered and self.users == self.users_covered
 
 
-def texts_to_encode(lake: RsLake, model: str) -> pd.DataFrame:
+def texts_to_encode(lake: Lake, model: str) -> DataFrame:
     """One row per current prompt with its text: the answer (plus the user's context for
     individual users), or the prompt itself where the answer failed validation."""
-    prompts = lake.read(PROMPTS, ["prompt_id", "mode", "entity_type", "entity_id", "view", "prompt", "context"])
-    answers = lake.read(KNOWLEDGE, ["prompt_id", "model_id", "text", "status"])
-    answers = answers.filter(pc.equal(answers["model_id"], model)).drop_columns(["model_id"])
-    rows = prompts.join(answers, "prompt_id", join_type="inner").to_pandas()
-    ok = rows["status"] == "ok"
-    answer_text = rows["context"].fillna("").str.cat(rows["text"].fillna(""), sep=" ").str.strip()
-    rows["encode_text"] = answer_text.where(ok, rows["prompt"])
-    rows["text_source"] = ["answer" if good else "prompt" for good in ok]
-    return rows.rename(columns={"mode": "source"})
+    prompts = lake.read(PROMPTS).select("prompt_id", "mode", "entity_type", "entity_id", "view", "prompt", "context")
+    answers = lake.read(KNOWLEDGE).where(F.col("model_id") == model).select("prompt_id", "text", "status")
+    ok = F.col("status") == "ok"
+    joined = F.concat_ws(" ", F.coalesce("context", F.lit("")), F.coalesce("text", F.lit("")))
+    answer_text = F.regexp_replace(joined, r"^\s+|\s+$", "")  # as Python's str.strip
+    return prompts.join(answers, "prompt_id").select(
+        "prompt_id",
+        F.col("mode").alias("source"),
+        "entity_type",
+        "entity_id",
+        "view",
+        F.when(ok, answer_text).otherwise(F.col("prompt")).alias("encode_text"),
+        F.when(ok, F.lit("answer")).otherwise(F.lit("prompt")).alias("text_source"),
+    )
 
 
 class EncoderActor:
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], model: str) -> None:
         config = EncoderConfig.model_validate(settings)
         self.encoder = TextEncoder(config.model, config.device, config.batch_size)
+        self.provenance = {"encoder_id": config.model, "model_id": model}
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
         vectors = self.encoder.encode(batch["encode_text"].tolist())
-        return batch.drop(columns=["encode_text"]).assign(vector=list(vectors))
+        return batch.drop(columns=["encode_text"]).assign(vector=list(vectors), **self.provenance)
 
 
 def encode(config: RekiConfig) -> Coverage:
     lake = Lake(get_spark(config), config.lake)
-    reader = RsLake(config.lake)
     encoder = config.encoder
     model = model_id(config.llm)
     with ledger_entry(lake, "encode") as record:
-        rows = texts_to_encode(reader, model)
-        if len(rows):
-            _encode_rows(config, rows, lake)
-        coverage = knowledge_coverage(reader, encoder.model, config.knowledge.mode)
-        record.rows_in, record.rows_out = len(rows), len(rows)
-        record.details = {"encoder_id": encoder.model, "model_id": model, **coverage.__dict__}
+        recovered = recover(lake, KNOWLEDGE_VECTORS, VECTOR_KEYS)
+        inputs = input_folder(lake.root, "encode")
+        count = stage_input(texts_to_encode(lake, model), inputs)
+        try:
+            if count:
+                _encode_rows(config, inputs, count, lake)
+        finally:
+            inputs.remove()
+        coverage = knowledge_coverage(lake, encoder.model, config.knowledge.mode)
+        record.rows_in, record.rows_out = count, count
+        record.details = {
+            "encoder_id": encoder.model,
+            "model_id": model,
+            "recovered_from_staging": recovered,
+            **coverage.__dict__,
+        }
     print(
-        f"encode [{encoder.model}]: {len(rows)} vectors; items covered {coverage.items_covered}/{coverage.items}, "
+        f"encode [{encoder.model}]: {count} vectors; items covered {coverage.items_covered}/{coverage.items}, "
         f"users covered {coverage.users_covered}/{coverage.users}"
     )
     return coverage
 
 
-def _encode_rows(config: RekiConfig, rows: pd.DataFrame, lake: Lake) -> None:
+def _encode_rows(config: RekiConfig, inputs: RunFolder, count: int, lake: Lake) -> None:
     import ray
 
     encoder = config.encoder
     start_ray(config.ray)
-    columns = ["prompt_id", "source", "entity_type", "entity_id", "view", "encode_text", "text_source"]
-    dataset = ray.data.from_pandas(rows[columns]).repartition(max(1, len(rows) // encoder.batch_size))
-    vectors = dataset.map_batches(
+    dataset = read_input(inputs, count, encoder.batch_size)
+    outputs = RunFolder(lake.root, KNOWLEDGE_VECTORS)
+    outputs.claim()
+    committer = Committer(lake, outputs, VECTOR_KEYS, encoder.commit_rows, encoder.commit_seconds)
+    staged = dataset.map_batches(
         EncoderActor,
-        fn_constructor_kwargs={"settings": encoder.model_dump()},
+        fn_constructor_kwargs={"settings": encoder.model_dump(), "model": model_id(config.llm)},
         batch_size=encoder.batch_size,
         compute=ray.data.ActorPoolStrategy(size=encoder.actors),
         num_cpus=encoder.cpus_per_actor,
         batch_format="pandas",
+    ).map_batches(
+        stage_batch,
+        fn_kwargs={"location": outputs.location, "table": KNOWLEDGE_VECTORS, "summarize": _rows},
+        batch_size=None,
+        num_cpus=STAGING_CPUS,
+        batch_format="pandas",
     )
-    with tqdm(total=len(rows), desc="encode", unit="text") as progress:
-        for batch in vectors.iter_batches(batch_size=1024, batch_format="pandas"):
-            batch = batch.assign(encoder_id=encoder.model, model_id=model_id(config.llm))
-            lake.merge_rows(KNOWLEDGE_VECTORS, batch.to_dict("records"), VECTOR_KEYS)
-            progress.update(len(batch))
+    try:
+        with tqdm(total=count, desc="encode", unit="text") as progress:
+            for tally in staged.iter_rows():
+                committer.staged(tally["rows"])
+                progress.update(tally["rows"])
+        committer.commit()
+    except BaseException:
+        committer.commit()  # what was staged is kept even when the run stops early
+        raise
+    outputs.remove()
 
 
-def knowledge_coverage(lake: RsLake, encoder_id: str, mode: str) -> Coverage:
+def _rows(batch: pd.DataFrame) -> dict[str, Any]:
+    return {"rows": len(batch)}
+
+
+def knowledge_coverage(lake: Lake, encoder_id: str, mode: str) -> Coverage:
     """How many items and users have a vector, directly (individual) or through their cluster."""
-    vectors = (
-        lake.read(KNOWLEDGE_VECTORS, ["entity_type", "entity_id", "source", "encoder_id"])
-        if lake.exists(KNOWLEDGE_VECTORS)
-        else None
-    )
+    vectors = None
+    if lake.exists(KNOWLEDGE_VECTORS):
+        vectors = lake.read(KNOWLEDGE_VECTORS).where((F.col("encoder_id") == encoder_id) & (F.col("source") == mode))
     return Coverage(
-        *_covered(lake, vectors, encoder_id, mode, "item", ITEMS, ITEM_CLUSTERS, "item_id"),
-        *_covered(lake, vectors, encoder_id, mode, "user", USERS, USER_CLUSTERS, "user_id"),
+        *_covered(lake, vectors, mode, "item", ITEMS, ITEM_CLUSTERS, "item_id"),
+        *_covered(lake, vectors, mode, "user", USERS, USER_CLUSTERS, "user_id"),
     )
 
 
 def _covered(
-    lake: RsLake,
-    vectors: pa.Table | None,
-    encoder_id: str,
-    mode: str,
-    entity_type: str,
-    entities: str,
-    clusters: str,
-    key: str,
+    lake: Lake, vectors: DataFrame | None, mode: str, entity_type: str, entities: str, clusters: str, key: str
 ) -> tuple[int, int]:
-    ids = lake.read(entities, [key])[key]
+    """(entities, entities with a vector), counted by Spark."""
+    ids = lake.read(entities).select(key)
+    total = ids.count()
     if vectors is None:
-        return len(ids), 0
-    mine = vectors.filter(
-        pc.and_(
-            pc.and_(pc.equal(vectors["entity_type"], entity_type), pc.equal(vectors["encoder_id"], encoder_id)),
-            pc.equal(vectors["source"], mode),
-        )
-    )["entity_id"]
+        return total, 0
+    mine = vectors.where(F.col("entity_type") == entity_type).select("entity_id")
     if mode == "collective":
-        membership = lake.read(clusters, [key, "cluster_id"])
-        covered_ids = membership.filter(pc.is_in(membership["cluster_id"], value_set=mine))[key]
+        covered = lake.read(clusters).join(mine.withColumnRenamed("entity_id", "cluster_id"), "cluster_id", "left_semi")
     else:
-        covered_ids = mine
-    return len(ids), int(pc.sum(pc.is_in(ids, value_set=pc.unique(covered_ids))).as_py() or 0)
+        covered = mine.withColumnRenamed("entity_id", key)
+    return total, ids.join(covered.select(key), key, "left_semi").count()

@@ -1,14 +1,16 @@
-"""Knowledge extraction on Ray (`reki extract`, REKI stage 1): the prompts with no accepted answer
-yet for the configured model go through a Ray Data `map_batches` actor pool of LLM backends (or
-`ray.data.llm` for vLLM); answers are validated, retried, and merged into `knowledge` by
-(prompt_id, model_id) as they arrive, so a crash loses at most the batches in flight and a rerun
-asks only what is missing.
+"""Knowledge extraction on Ray (`reki extract`, REKI stage 1): Spark writes the prompts with no
+accepted answer yet for the configured model into a staging folder; Ray Data reads them there on
+its workers and sends them through a `map_batches` actor pool of LLM backends (or `ray.data.llm`
+for vLLM); answers are validated and retried, each batch is staged by a worker as a Parquet part,
+and Spark merges the staged parts into `knowledge` by (prompt_id, model_id) in large commits
+(staging.py). A crash loses at most the batches in flight, and a rerun asks only what is missing.
+The driver sees one summary row per batch, never the prompts or the answers.
 
 Reads `prompts`, `knowledge`; writes `knowledge`, `ledger`."""
 
 from __future__ import annotations
 
-import hashlib
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,13 +19,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.compute as pc
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from tqdm import tqdm
 
 from ray_workers.backends import LlmBackend, make_backend, model_id
-from ray_workers.delta_io import RsLake
 from ray_workers.ray_session import start_ray
+from ray_workers.staging import (
+    STAGING_CPUS,
+    Committer,
+    RunFolder,
+    input_folder,
+    read_input,
+    recover,
+    stage_batch,
+    stage_input,
+)
 from ray_workers.validation import answer_problem, reason_kind
 from reki_spark.config import LlmConfig, RekiConfig
 from reki_spark.lake import KNOWLEDGE, PROMPTS, Lake
@@ -31,6 +42,7 @@ from reki_spark.ledger import ledger_entry
 from reki_spark.session import get_spark
 
 OK, FAILED = "ok", "failed"
+KNOWLEDGE_KEYS = ["prompt_id", "model_id"]
 PROMPT_COLUMNS = ["prompt_id", "kind", "entity_type", "entity_id", "view", "system", "prompt"]
 BackendFactory = Callable[[LlmConfig], LlmBackend]
 # A retry with the same seed at temperature 0 would repeat the same answer.
@@ -49,22 +61,29 @@ class ExtractionSummary:
     llm_calls: int
     # Rejected attempts (retried or, at the last attempt, failed) per reason kind.
     rejections: Counter[str] = field(default_factory=Counter)
+    # Answers an interrupted run had staged, merged before this run asked anything.
+    recovered: int = 0
+
+    def add(self, tally: dict[str, Any]) -> None:
+        for name in ("answered", "ok", "failed", "prompt_tokens", "completion_tokens", "llm_calls"):
+            setattr(self, name, getattr(self, name) + tally[name])
+        self.rejections.update(json.loads(tally["rejections"]))
 
     def rejection_shares(self) -> dict[str, float]:
         return {kind: count / self.llm_calls for kind, count in self.rejections.most_common()}
 
 
-def pending_prompts(lake: RsLake, model: str, retry_failed: bool) -> pa.Table:
+def pending_prompts(lake: Lake, model: str, retry_failed: bool) -> DataFrame:
     """Prompts without an accepted answer from `model` (failed ones too when `retry_failed`)."""
-    prompts = lake.read(PROMPTS, PROMPT_COLUMNS)
+    # sha256 of "system\nprompt", cut to 32 hex digits: which text an answer answered.
+    digest = F.substring(F.sha2(F.concat_ws("\n", "system", "prompt"), 256), 1, 32)
+    prompts = lake.read(PROMPTS).select(*PROMPT_COLUMNS, digest.alias("prompt_hash"))
     if not lake.exists(KNOWLEDGE):
         return prompts
-    answers = lake.read(KNOWLEDGE, ["prompt_id", "model_id", "status"])
-    accepted = pc.equal(answers["model_id"], model)
+    answers = lake.read(KNOWLEDGE).where(F.col("model_id") == model)
     if retry_failed:
-        accepted = pc.and_(accepted, pc.equal(answers["status"], OK))
-    done = answers.filter(accepted)["prompt_id"]
-    return prompts.filter(pc.invert(pc.is_in(prompts["prompt_id"], value_set=done)))
+        answers = answers.where(F.col("status") == OK)
+    return prompts.join(answers.select("prompt_id"), "prompt_id", "left_anti")
 
 
 def answer_prompt(backend: LlmBackend, settings: LlmConfig, row: dict[str, Any], model: str) -> dict[str, Any]:
@@ -98,7 +117,7 @@ def answer_prompt(backend: LlmBackend, settings: LlmConfig, row: dict[str, Any],
         "entity_id": row["entity_id"],
         "view": row["view"],
         "text": text,
-        "prompt_hash": prompt_hash(row["system"], row["prompt"]),
+        "prompt_hash": row["prompt_hash"],
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "latency_s": round(time.perf_counter() - started, 4),
@@ -109,10 +128,6 @@ def answer_prompt(backend: LlmBackend, settings: LlmConfig, row: dict[str, Any],
         # Counted into the ledger, not stored in `knowledge`: the kind of each rejected attempt.
         "rejections": rejections,
     }
-
-
-def prompt_hash(system: str, prompt: str) -> str:
-    return hashlib.sha256(f"{system}\n{prompt}".encode()).hexdigest()[:32]
 
 
 class ExtractionActor:
@@ -133,12 +148,19 @@ def extract(config: RekiConfig, backend_factory: BackendFactory | None = None) -
     lake = Lake(get_spark(config), config.lake)
     model = model_id(settings)
     with ledger_entry(lake, "extract") as record:
-        pending = pending_prompts(RsLake(config.lake), model, settings.retry_failed)
+        # What a dead run staged is merged first, so that it is not asked again.
+        recovered = recover(lake, KNOWLEDGE, KNOWLEDGE_KEYS)
+        inputs = input_folder(lake.root, "extract")
+        pending = pending_prompts(lake, model, settings.retry_failed)
         if settings.max_prompts is not None:
-            pending = pending.slice(0, settings.max_prompts)
-        summary = ExtractionSummary(model, pending.num_rows, 0, 0, 0, 0, 0, 0)
-        if pending.num_rows:
-            _run(config, pending, model, backend_factory, lake, summary)
+            pending = pending.orderBy("prompt_id").limit(settings.max_prompts)
+        count = stage_input(pending, inputs)
+        summary = ExtractionSummary(model, count, 0, 0, 0, 0, 0, 0, recovered=recovered)
+        try:
+            if count:
+                _run(config, inputs, count, model, backend_factory, lake, summary)
+        finally:
+            inputs.remove()
         record.rows_in, record.rows_out = summary.pending, summary.answered
         record.llm_calls = summary.llm_calls
         record.prompt_tokens, record.completion_tokens = summary.prompt_tokens, summary.completion_tokens
@@ -147,45 +169,53 @@ def extract(config: RekiConfig, backend_factory: BackendFactory | None = None) -
             "ok": summary.ok,
             "failed": summary.failed,
             "rejected_calls": dict(summary.rejections),
+            "recovered_from_staging": recovered,
         }
     rejected = ", ".join(f"{kind} {share:.0%}" for kind, share in summary.rejection_shares().items())
     print(
         f"extract [{model}]: {summary.pending} pending, {summary.ok} ok, {summary.failed} failed, "
         f"{summary.llm_calls} LLM calls, {summary.prompt_tokens} prompt + {summary.completion_tokens} "
         f"completion tokens; rejected calls: {rejected or 'none'}"
+        + (f"; {recovered} staged answers of an interrupted run merged" if recovered else "")
     )
     return summary
 
 
 def _run(
     config: RekiConfig,
-    pending: pa.Table,
+    inputs: RunFolder,
+    count: int,
     model: str,
     backend_factory: BackendFactory | None,
-    lake: RsLake,
+    lake: Lake,
     summary: ExtractionSummary,
 ) -> None:
-    import ray
 
     settings = config.llm
     start_ray(config.ray)
-    dataset = ray.data.from_arrow(pending).repartition(max(1, pending.num_rows // settings.batch_size))
-    answers = _answers(dataset, settings, model, backend_factory)
-    metadata = pending.select(["prompt_id", "kind", "entity_type", "entity_id", "view"]).to_pandas()
-    metadata["prompt_hash"] = [
-        prompt_hash(s, p) for s, p in zip(pending["system"].to_pylist(), pending["prompt"].to_pylist(), strict=True)
-    ]
-    metadata = metadata.set_index("prompt_id")
-    with tqdm(total=pending.num_rows, desc="extract", unit="prompt") as progress:
-        for batch in answers.iter_batches(batch_size=settings.commit_rows, batch_format="pandas"):
-            # Prompt metadata comes from the driver's copy, whatever columns a backend carried.
-            batch = batch.drop(columns=[c for c in metadata.columns if c in batch.columns]).join(
-                metadata, on="prompt_id"
-            )
-            lake.merge_rows(KNOWLEDGE, batch.to_dict("records"), ["prompt_id", "model_id"])
-            _tally(summary, batch)
-            progress.update(len(batch))
-            progress.set_postfix(ok=summary.ok, failed=summary.failed, tokens=summary.completion_tokens)
+    dataset = read_input(inputs, count, settings.batch_size)
+    outputs = RunFolder(lake.root, KNOWLEDGE)
+    outputs.claim()
+    committer = Committer(lake, outputs, KNOWLEDGE_KEYS, settings.commit_rows, settings.commit_seconds)
+    staged = _answers(dataset, settings, model, backend_factory).map_batches(
+        stage_batch,
+        fn_kwargs={"location": outputs.location, "table": KNOWLEDGE, "summarize": batch_summary},
+        batch_size=None,
+        num_cpus=STAGING_CPUS,
+        batch_format="pandas",
+    )
+    try:
+        with tqdm(total=count, desc="extract", unit="prompt") as progress:
+            for tally in staged.iter_rows():
+                summary.add(tally)
+                committer.staged(tally["answered"])
+                progress.update(tally["answered"])
+                progress.set_postfix(ok=summary.ok, failed=summary.failed, tokens=summary.completion_tokens)
+        committer.commit()
+    except BaseException:
+        committer.commit()  # what was staged is kept even when the run stops early
+        raise
+    outputs.remove()
 
 
 def _answers(dataset: Any, settings: LlmConfig, model: str, backend_factory: BackendFactory | None) -> Any:
@@ -228,11 +258,14 @@ def _validated_vllm_rows(batch: pd.DataFrame, settings: dict[str, Any], model: s
     return pd.DataFrame(rows)
 
 
-def _tally(summary: ExtractionSummary, batch: pd.DataFrame) -> None:
-    summary.answered += len(batch)
-    summary.ok += int((batch["status"] == OK).sum())
-    summary.failed += int((batch["status"] == FAILED).sum())
-    summary.prompt_tokens += int(batch["prompt_tokens"].sum())
-    summary.completion_tokens += int(batch["completion_tokens"].sum())
-    summary.llm_calls += int(batch["attempts"].sum())
-    summary.rejections.update(kind for kinds in batch["rejections"] for kind in kinds)
+def batch_summary(batch: pd.DataFrame) -> dict[str, Any]:
+    """One staged batch of answers in a row for the driver's tally (the texts stay staged)."""
+    return {
+        "answered": len(batch),
+        "ok": int((batch["status"] == OK).sum()),
+        "failed": int((batch["status"] == FAILED).sum()),
+        "prompt_tokens": int(batch["prompt_tokens"].sum()),
+        "completion_tokens": int(batch["completion_tokens"].sum()),
+        "llm_calls": int(batch["attempts"].sum()),
+        "rejections": json.dumps(Counter(kind for kinds in batch["rejections"] for kind in kinds)),
+    }

@@ -174,6 +174,10 @@ class EncoderConfig(_Strict):
     actors: int = Field(1, ge=1)
     cpus_per_actor: float = Field(0.5, gt=0)
     device: str = "cpu"
+    # Vectors are staged by the workers and merged into `knowledge_vectors` in commits of this
+    # many rows or seconds (see llm.commit_rows).
+    commit_rows: int = Field(50_000, ge=1)
+    commit_seconds: float = Field(120, gt=0)
 
 
 class VllmSettings(_Strict):
@@ -217,8 +221,11 @@ class LlmConfig(_Strict):
     # An answer whose most frequent three-word phrase covers more than this share of its words.
     max_phrase_share: float = Field(0.3, gt=0, le=1)
     retry_failed: bool = False
-    # Answers are merged into `knowledge` in commits of this many rows as they arrive.
-    commit_rows: int = Field(8, ge=1)
+    # Workers stage answers as Parquet parts as they come (a crash loses only the batches in
+    # flight); Spark merges the staged parts into `knowledge` once this many rows or this many
+    # seconds have gathered, and at the end: few, large Delta commits.
+    commit_rows: int = Field(5000, ge=1)
+    commit_seconds: float = Field(120, gt=0)
     # Stop after this many prompts in one run (the rest stay pending for the next run).
     max_prompts: int | None = Field(None, ge=1)
     base_url: str | None = None

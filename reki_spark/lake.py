@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from delta import exceptions as delta_errors
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
@@ -291,6 +290,7 @@ class Lake:
             )
         return self.spark.read.format("delta").load(self.path(table))
 
+    # history(1) is the table's last commit: one row.
     def version(self, table: str) -> int:
         return int(DeltaTable.forPath(self.spark, self.path(table)).history(1).collect()[0]["version"])
 
@@ -325,11 +325,6 @@ class Lake:
         schema = SCHEMAS[table]
         values = [tuple(row.get(field.name) for field in schema.fields) for row in rows]
         self.append(self.spark.createDataFrame(values, schema), table)
-
-    def merge_rows(self, table: str, rows: list[dict[str, Any]], keys: list[str]) -> None:
-        """Upsert plain Python rows (e.g. answers collected on a Ray driver) by key."""
-        frame = pd.DataFrame.from_records(rows, columns=SCHEMAS[table].fieldNames())
-        self.merge(self.spark.createDataFrame(frame, SCHEMAS[table]), table, keys)
 
     def merge(self, df: DataFrame, table: str, keys: list[str], attempts: int = 20) -> None:
         """Upsert by key in one atomic commit: rows with a new key are inserted, rows with a known

@@ -7,6 +7,9 @@ from typing import Any
 
 from reki_spark.config import LlmConfig
 
+# The prompt's columns that its answer row keeps (ray.data.llm carries a row's keys through).
+CARRIED = ["prompt_id", "kind", "entity_type", "entity_id", "view", "prompt_hash"]
+
 
 def processor_config(settings: LlmConfig) -> Any:
     from ray.data.llm import vLLMEngineProcessorConfig
@@ -37,7 +40,7 @@ def build(settings: LlmConfig, sampling_seed: int) -> Any:
 
     def preprocess(row: dict[str, Any]) -> dict[str, Any]:
         return {
-            "prompt_id": row["prompt_id"],
+            **{name: row[name] for name in CARRIED},
             "messages": [{"role": "system", "content": row["system"]}, {"role": "user", "content": row["prompt"]}],
             "sampling_params": {
                 "temperature": settings.temperature,
@@ -48,7 +51,7 @@ def build(settings: LlmConfig, sampling_seed: int) -> Any:
 
     def postprocess(row: dict[str, Any]) -> dict[str, Any]:
         return {
-            "prompt_id": row["prompt_id"],
+            **{name: row[name] for name in CARRIED},
             "text": row.get("generated_text") or "",
             "prompt_tokens": int(row.get("num_input_tokens") or 0),
             "completion_tokens": int(row.get("num_generated_tokens") or 0),

@@ -16,11 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pyspark.sql import functions as F
 
-from ray_workers.delta_io import RsLake
+from ray_workers.delta_io import RsLake, arrow_schema
 from ray_workers.extract import extract
+from ray_workers.staging import OWNER_FILE, RunFolder, recover, write_part
 from reki_spark.data.ingest import ingest
 from reki_spark.lake import INTERACTIONS, KNOWLEDGE, PROMPTS, QUARANTINE, Lake
 from tests.conftest import TINY, tiny_config
@@ -57,10 +59,39 @@ def test_killed_extraction_driver_resumes_with_nothing_lost_or_repeated(spark, r
     before = _answers(lake)
     assert total // 2 <= len(before) < total, (tmp_path / "driver.log").read_text()[-2000:]
     rerun = extract(tiny_config(lake))
-    assert rerun.pending == total - len(before)  # only the missing prompts are asked
+    # Only the missing prompts are asked: answers staged but not yet merged at the kill count too.
+    assert rerun.pending == total - len(before) - rerun.recovered
     after = _answers(lake)
     assert len(after) == len(set(after)) == total
     assert set(before) <= set(after)
+
+
+def _staged_answers(root: Path, owner_pid: int, prompts: list[str]) -> RunFolder:
+    folder = RunFolder(str(root), KNOWLEDGE)
+    folder.claim()
+    owner = Path(folder.location) / OWNER_FILE
+    owner.write_text(json.dumps({**json.loads(owner.read_text()), "pid": owner_pid}))
+    rows = pd.DataFrame({"prompt_id": prompts, "model_id": "m", "text": "staged", "status": "ok"})
+    write_part(rows, folder.location, arrow_schema(KNOWLEDGE))
+    return folder
+
+
+def test_answers_a_dead_run_staged_are_merged_and_a_live_runs_are_left_alone(spark, tmp_path):
+    lake = Lake(spark, str(tmp_path / "lake"))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    _staged_answers(tmp_path / "lake", dead.pid, ["p1", "p2"])
+    live = _staged_answers(tmp_path / "lake", os.getpid(), ["p3"])
+    assert recover(lake, KNOWLEDGE, ["prompt_id", "model_id"]) == 2
+    merged = lake.read(KNOWLEDGE).select("prompt_id", "text").collect()
+    assert sorted((r["prompt_id"], r["text"]) for r in merged) == [("p1", "staged"), ("p2", "staged")]
+    assert [Path(p).name for p in live.parts()] and len(
+        list((tmp_path / "lake" / "_staging" / KNOWLEDGE).iterdir())
+    ) == 1
+    # A part staged again (a crash between its merge and its deletion): still one row per key.
+    _staged_answers(tmp_path / "lake", dead.pid, ["p1"])
+    assert recover(lake, KNOWLEDGE, ["prompt_id", "model_id"]) == 1
+    assert lake.read(KNOWLEDGE).count() == 2
 
 
 def test_two_concurrent_extractions_leave_one_row_per_prompt(prompts_lake, tmp_path):

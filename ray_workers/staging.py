@@ -1,0 +1,201 @@
+"""How rows travel between Spark and the Ray workers without passing through the driver.
+
+Inputs: Spark writes the rows a Ray stage must process (the pending prompts, the texts to encode)
+as Parquet parts into a run folder under `<lake>/_staging/`, and Ray Data reads those files on its
+workers. Outputs: each worker writes every batch it produced as one Parquet part (written under a
+hidden name, then renamed, so a reader never sees half a file) and hands the driver a one-row
+summary; Spark merges the staged parts into the Delta table in large commits (by row count or by
+time). A crash loses only what was not yet staged: the next run first merges the parts that a
+dead run left behind, then asks only for what is still missing.
+
+Folders whose names start with `_` are invisible to Delta and Spark readers of the lake."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs
+from pyspark.sql import DataFrame
+
+from ray_workers.delta_io import arrow_schema
+from reki_spark.lake import SCHEMAS, Lake, absolute_root
+
+STAGING = "_staging"
+INPUTS = "inputs"
+# Writing a part is I/O, not compute: a sliver of a CPU, so that it never waits for the actors'.
+STAGING_CPUS = 0.1
+OWNER_FILE = "_owner.json"  # "_": Spark and Delta readers skip it
+PART_PREFIX = "part-"
+
+
+def _filesystem(location: str) -> tuple[fs.FileSystem, str]:
+    return fs.FileSystem.from_uri(location)
+
+
+@dataclass
+class RunFolder:
+    """One run's staging folder: `<lake>/_staging/<table>/<run id>` for the parts bound for a
+    table, `<lake>/_staging/inputs/<stage>/<run id>` for a stage's input rows."""
+
+    root: str
+    table: str
+    run_id: str = field(default_factory=lambda: f"{int(time.time())}-{uuid.uuid4().hex[:8]}")
+
+    @property
+    def location(self) -> str:
+        return f"{absolute_root(self.root)}/{STAGING}/{self.table}/{self.run_id}"
+
+    def claim(self) -> None:
+        """Marks the folder as this live process's, so that a concurrent run leaves it alone."""
+        filesystem, path = _filesystem(self.location)
+        filesystem.create_dir(path, recursive=True)
+        owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
+        with filesystem.open_output_stream(f"{path}/{OWNER_FILE}") as stream:
+            stream.write(owner)
+
+    def parts(self) -> list[str]:
+        """The complete parts staged so far, as locations Spark reads."""
+        filesystem, path = _filesystem(self.location)
+        found = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
+        names = sorted(f.base_name for f in found if f.base_name.startswith(PART_PREFIX) and f.extension == "parquet")
+        return [f"{self.location}/{name}" for name in names]
+
+    def remove(self) -> None:
+        filesystem, path = _filesystem(self.location)
+        filesystem.delete_dir_contents(path, missing_dir_ok=True)
+        filesystem.delete_dir(path)
+
+
+def write_part(frame: pd.DataFrame, location: str, schema: pa.Schema) -> None:
+    """One Parquet part with exactly `schema`'s columns, visible only once complete."""
+    filesystem, path = _filesystem(location)
+    filesystem.create_dir(path, recursive=True)
+    name = f"{PART_PREFIX}{uuid.uuid4().hex}.parquet"
+    hidden = f"{path}/.{name}.partial"
+    # A column the batch lacks is null (a non-nullable one makes this an error, not a silent gap).
+    columns = [
+        pa.array(frame[f.name], type=f.type, from_pandas=True) if f.name in frame else pa.nulls(len(frame), f.type)
+        for f in schema
+    ]
+    table = pa.Table.from_arrays(columns, schema=schema)
+    pq.write_table(table, hidden, filesystem=filesystem)
+    filesystem.move(hidden, f"{path}/{name}")
+
+
+def stage_batch(
+    batch: pd.DataFrame, location: str, table: str, summarize: Callable[[pd.DataFrame], dict[str, Any]]
+) -> pd.DataFrame:
+    """The last stage of a Ray Data pipeline: writes the batch's `table` columns as one staged part
+    and returns `summarize(batch)`, one small row, for the driver to tally."""
+    write_part(batch, location, arrow_schema(table))
+    return pd.DataFrame([summarize(batch)])
+
+
+def read_input(folder: RunFolder, rows: int, batch_size: int) -> Any:
+    """The Ray dataset of a stage's input, read by the workers, one block per `batch_size` rows
+    so that every actor of a pool gets work. Only Parquet files: the folder also holds Spark's
+    markers and the owner file."""
+    import ray
+
+    return ray.data.read_parquet(folder.location, file_extensions=["parquet"]).repartition(max(1, rows // batch_size))
+
+
+def stage_input(frame: DataFrame, folder: RunFolder) -> int:
+    """Spark writes the rows a Ray stage will read into `folder`; returns how many."""
+    folder.claim()
+    frame.write.mode("append").parquet(_spark_location(folder.location))
+    return frame.sparkSession.read.parquet(_spark_location(folder.location)).count()
+
+
+def merge_parts(lake: Lake, table: str, keys: list[str], parts: list[str]) -> int:
+    """Merges staged parts into `table` in one keyed commit (a part merged twice changes nothing)
+    and deletes them; returns the rows merged."""
+    if not parts:
+        return 0
+    frame = lake.spark.read.schema(SCHEMAS[table]).parquet(*[_spark_location(p) for p in parts])
+    rows = frame.count()
+    lake.merge(frame, table, keys)
+    for part in parts:
+        filesystem, path = _filesystem(part)
+        filesystem.delete_file(path)
+    return rows
+
+
+def _spark_location(location: str) -> str:
+    return location if "://" in location else f"file://{location}"
+
+
+class Committer:
+    """Merges a run's staged parts once `rows` rows or `seconds` seconds have gathered since the
+    last commit, and at the end."""
+
+    def __init__(self, lake: Lake, folder: RunFolder, keys: list[str], rows: int, seconds: float) -> None:
+        self.lake, self.folder, self.keys = lake, folder, keys
+        self.rows_limit, self.seconds_limit = rows, seconds
+        self.waiting, self.since = 0, time.monotonic()
+
+    def staged(self, rows: int) -> None:
+        self.waiting += rows
+        if self.waiting >= self.rows_limit or time.monotonic() - self.since >= self.seconds_limit:
+            self.commit()
+
+    def commit(self) -> None:
+        merge_parts(self.lake, self.folder.table, self.keys, self.folder.parts())
+        self.waiting, self.since = 0, time.monotonic()
+
+
+def recover(lake: Lake, table: str, keys: list[str]) -> int:
+    """Merges the parts that dead runs left staged for `table` and removes their folders; returns
+    the rows recovered."""
+    recovered = 0
+    for folder in _dead_folders(lake.root, table):
+        recovered += merge_parts(lake, table, keys, folder.parts())
+        folder.remove()
+    return recovered
+
+
+def input_folder(root: str, stage: str) -> RunFolder:
+    """A fresh input folder for `stage`, after removing the ones that dead runs of it left."""
+    for folder in _dead_folders(root, f"{INPUTS}/{stage}"):
+        folder.remove()
+    return RunFolder(root, f"{INPUTS}/{stage}")
+
+
+def _dead_folders(root: str, name: str) -> list[RunFolder]:
+    """The run folders under `_staging/<name>` whose owner is not running: none claimed it, or
+    it ran on this host and its process is gone. Another host's folder counts as live (only that
+    host can tell), so its parts wait for a run there."""
+    filesystem, path = _filesystem(f"{absolute_root(root)}/{STAGING}/{name}")
+    found = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
+    return [
+        RunFolder(root, name, info.base_name)
+        for info in found
+        if info.type == fs.FileType.Directory and not _alive(filesystem, info.path)
+    ]
+
+
+def _alive(filesystem: fs.FileSystem, folder: str) -> bool:
+    try:
+        with filesystem.open_input_stream(f"{folder}/{OWNER_FILE}") as stream:
+            owner = json.loads(stream.read())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False  # never claimed, or the claim was cut short: no live owner
+    if owner["host"] != socket.gethostname():
+        return True  # another host's run: only that host can tell whether it is done
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
