@@ -19,14 +19,12 @@ from tqdm import tqdm
 from ray_workers.backends import model_id
 from ray_workers.ray_session import start_ray
 from ray_workers.staging import (
-    STAGING_CPUS,
-    Committer,
     RunFolder,
     input_folder,
     read_input,
     recover,
-    stage_batch,
     stage_input,
+    staged_tallies,
 )
 from reki_spark.config import EncoderConfig, RekiConfig
 from reki_spark.lake import (
@@ -122,37 +120,18 @@ def _encode_rows(config: RekiConfig, inputs: RunFolder, count: int, lake: Lake) 
     encoder = config.encoder
     start_ray(config.ray)
     dataset = read_input(inputs, count, encoder.batch_size)
-    outputs = RunFolder(lake.root, KNOWLEDGE_VECTORS)
-    outputs.claim()
-    committer = Committer(lake, outputs, VECTOR_KEYS, encoder.commit_rows, encoder.commit_seconds)
-    staged = dataset.map_batches(
+    vectors = dataset.map_batches(
         EncoderActor,
         fn_constructor_kwargs={"settings": encoder.model_dump(), "model": model_id(config.llm)},
         batch_size=encoder.batch_size,
         compute=ray.data.ActorPoolStrategy(size=encoder.actors),
         num_cpus=encoder.cpus_per_actor,
         batch_format="pandas",
-    ).map_batches(
-        stage_batch,
-        fn_kwargs={"location": outputs.location, "table": KNOWLEDGE_VECTORS, "summarize": _rows},
-        batch_size=None,
-        num_cpus=STAGING_CPUS,
-        batch_format="pandas",
     )
-    try:
-        with tqdm(total=count, desc="encode", unit="text") as progress:
-            for tally in staged.iter_rows():
-                committer.staged(tally["rows"])
-                progress.update(tally["rows"])
-        committer.commit()
-    except BaseException:
-        committer.commit()  # what was staged is kept even when the run stops early
-        raise
-    outputs.remove()
-
-
-def _rows(batch: pd.DataFrame) -> dict[str, Any]:
-    return {"rows": len(batch)}
+    commit = (encoder.commit_rows, encoder.commit_seconds)
+    with tqdm(total=count, desc="encode", unit="text") as progress:
+        for tally in staged_tallies(lake, vectors, KNOWLEDGE_VECTORS, VECTOR_KEYS, commit):
+            progress.update(tally["rows"])
 
 
 def knowledge_coverage(lake: Lake, encoder_id: str, mode: str) -> Coverage:

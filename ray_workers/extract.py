@@ -26,14 +26,12 @@ from tqdm import tqdm
 from ray_workers.backends import LlmBackend, make_backend, model_id
 from ray_workers.ray_session import start_ray
 from ray_workers.staging import (
-    STAGING_CPUS,
-    Committer,
     RunFolder,
     input_folder,
     read_input,
     recover,
-    stage_batch,
     stage_input,
+    staged_tallies,
 )
 from ray_workers.validation import answer_problem, reason_kind
 from reki_spark.config import LlmConfig, RekiConfig
@@ -61,11 +59,13 @@ class ExtractionSummary:
     llm_calls: int
     # Rejected attempts (retried or, at the last attempt, failed) per reason kind.
     rejections: Counter[str] = field(default_factory=Counter)
-    # Answers an interrupted run had staged, merged before this run asked anything.
+    # Staged answers of an interrupted run, merged before this run asked anything (some may have
+    # been merged already when it died: the merge is keyed, so they change nothing).
     recovered: int = 0
 
     def add(self, tally: dict[str, Any]) -> None:
-        for name in ("answered", "ok", "failed", "prompt_tokens", "completion_tokens", "llm_calls"):
+        self.answered += tally["rows"]
+        for name in ("ok", "failed", "prompt_tokens", "completion_tokens", "llm_calls"):
             setattr(self, name, getattr(self, name) + tally[name])
         self.rejections.update(json.loads(tally["rejections"]))
 
@@ -194,28 +194,13 @@ def _run(
     settings = config.llm
     start_ray(config.ray)
     dataset = read_input(inputs, count, settings.batch_size)
-    outputs = RunFolder(lake.root, KNOWLEDGE)
-    outputs.claim()
-    committer = Committer(lake, outputs, KNOWLEDGE_KEYS, settings.commit_rows, settings.commit_seconds)
-    staged = _answers(dataset, settings, model, backend_factory).map_batches(
-        stage_batch,
-        fn_kwargs={"location": outputs.location, "table": KNOWLEDGE, "summarize": batch_summary},
-        batch_size=None,
-        num_cpus=STAGING_CPUS,
-        batch_format="pandas",
-    )
-    try:
-        with tqdm(total=count, desc="extract", unit="prompt") as progress:
-            for tally in staged.iter_rows():
-                summary.add(tally)
-                committer.staged(tally["answered"])
-                progress.update(tally["answered"])
-                progress.set_postfix(ok=summary.ok, failed=summary.failed, tokens=summary.completion_tokens)
-        committer.commit()
-    except BaseException:
-        committer.commit()  # what was staged is kept even when the run stops early
-        raise
-    outputs.remove()
+    answers = _answers(dataset, settings, model, backend_factory)
+    commit = (settings.commit_rows, settings.commit_seconds)
+    with tqdm(total=count, desc="extract", unit="prompt") as progress:
+        for tally in staged_tallies(lake, answers, KNOWLEDGE, KNOWLEDGE_KEYS, commit, batch_summary):
+            summary.add(tally)
+            progress.update(tally["rows"])
+            progress.set_postfix(ok=summary.ok, failed=summary.failed, tokens=summary.completion_tokens)
 
 
 def _answers(dataset: Any, settings: LlmConfig, model: str, backend_factory: BackendFactory | None) -> Any:
@@ -261,7 +246,6 @@ def _validated_vllm_rows(batch: pd.DataFrame, settings: dict[str, Any], model: s
 def batch_summary(batch: pd.DataFrame) -> dict[str, Any]:
     """One staged batch of answers in a row for the driver's tally (the texts stay staged)."""
     return {
-        "answered": len(batch),
         "ok": int((batch["status"] == OK).sum()),
         "failed": int((batch["status"] == FAILED).sum()),
         "prompt_tokens": int(batch["prompt_tokens"].sum()),

@@ -17,7 +17,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,12 +93,42 @@ def write_part(frame: pd.DataFrame, location: str, schema: pa.Schema) -> None:
 
 
 def stage_batch(
-    batch: pd.DataFrame, location: str, table: str, summarize: Callable[[pd.DataFrame], dict[str, Any]]
+    batch: pd.DataFrame, location: str, table: str, summarize: Callable[[pd.DataFrame], dict[str, Any]] | None
 ) -> pd.DataFrame:
     """The last stage of a Ray Data pipeline: writes the batch's `table` columns as one staged part
-    and returns `summarize(batch)`, one small row, for the driver to tally."""
+    and returns one small row for the driver: `rows` and `summarize(batch)`."""
     write_part(batch, location, arrow_schema(table))
-    return pd.DataFrame([summarize(batch)])
+    return pd.DataFrame([{"rows": len(batch), **(summarize(batch) if summarize else {})}])
+
+
+def staged_tallies(
+    lake: Lake,
+    dataset: Any,
+    table: str,
+    keys: list[str],
+    commit: tuple[int, float],
+    summarize: Callable[[pd.DataFrame], dict[str, Any]] | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Runs `dataset` with every output batch staged for `table` by the workers and yields each
+    batch's summary row; the staged parts are merged by `keys` every `commit` (rows, seconds),
+    at the end, and when the run stops early."""
+    outputs = RunFolder(lake.root, table)
+    outputs.claim()
+    committer = Committer(lake, outputs, keys, *commit)
+    staged = dataset.map_batches(
+        stage_batch,
+        fn_kwargs={"location": outputs.location, "table": table, "summarize": summarize},
+        batch_size=None,
+        num_cpus=STAGING_CPUS,
+        batch_format="pandas",
+    )
+    try:
+        for tally in staged.iter_rows():
+            yield tally
+            committer.staged(tally["rows"])
+    finally:
+        committer.commit()
+    outputs.remove()
 
 
 def read_input(folder: RunFolder, rows: int, batch_size: int) -> Any:
