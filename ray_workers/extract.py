@@ -35,7 +35,7 @@ from ray_workers.staging import (
 )
 from ray_workers.validation import answer_problem, reason_kind
 from reki_spark.config import LlmConfig, RekiConfig
-from reki_spark.lake import KNOWLEDGE, PROMPTS, Lake
+from reki_spark.lake import KNOWLEDGE, PROMPTS, Lake, prompt_hash
 from reki_spark.ledger import ledger_entry
 from reki_spark.session import get_spark
 
@@ -75,9 +75,7 @@ class ExtractionSummary:
 
 def pending_prompts(lake: Lake, model: str, retry_failed: bool) -> DataFrame:
     """Prompts without an accepted answer from `model` (failed ones too when `retry_failed`)."""
-    # sha256 of "system\nprompt", cut to 32 hex digits: which text an answer answered.
-    digest = F.substring(F.sha2(F.concat_ws("\n", "system", "prompt"), 256), 1, 32)
-    prompts = lake.read(PROMPTS).select(*PROMPT_COLUMNS, digest.alias("prompt_hash"))
+    prompts = lake.read(PROMPTS).select(*PROMPT_COLUMNS, prompt_hash())
     if not lake.exists(KNOWLEDGE):
         return prompts
     answers = lake.read(KNOWLEDGE).where(F.col("model_id") == model)

@@ -15,7 +15,7 @@ from typing import Any
 from delta import exceptions as delta_errors
 from delta.tables import DeltaTable
 from pyspark.errors import AnalysisException
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -230,6 +230,12 @@ SCHEMAS: dict[str, T.StructType] = {
         ("model", STR, False),
     ),
 }
+
+
+def prompt_hash() -> Column:
+    """`knowledge.prompt_hash` of a row with `system` and `prompt`: which text an answer answered
+    (sha256 of "system\nprompt", its first 32 hex digits)."""
+    return F.substring(F.sha2(F.concat_ws("\n", "system", "prompt"), 256), 1, 32).alias("prompt_hash")
 
 
 def absolute_root(root: str) -> str:

@@ -26,7 +26,17 @@ from pyspark.sql import functions as F
 
 from reki_spark.config import ConfigError, RekiConfig
 from reki_spark.data.bronze import blank_to_null
-from reki_spark.lake import CLUSTERS, ITEM_CLUSTERS, ITEMS, KNOWLEDGE, PROMPTS, USER_CLUSTERS, USERS, Lake
+from reki_spark.lake import (
+    CLUSTERS,
+    ITEM_CLUSTERS,
+    ITEMS,
+    KNOWLEDGE,
+    PROMPTS,
+    USER_CLUSTERS,
+    USERS,
+    Lake,
+    prompt_hash,
+)
 from reki_spark.ledger import ledger_entry
 
 IMPORTED = "imported"
@@ -205,7 +215,7 @@ def _knowledge(prompts: DataFrame, model_id: str) -> DataFrame:
         "entity_id",
         "view",
         "text",
-        F.substring(F.sha2(F.concat_ws("\n", "system", "prompt"), 256), 1, 32).alias("prompt_hash"),
+        prompt_hash(),
         "prompt_tokens",
         "completion_tokens",
         F.lit(None).cast("double").alias("latency_s"),

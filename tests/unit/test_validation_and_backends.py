@@ -91,6 +91,7 @@ ROW = {
     "view": "item",
     "system": "sys",
     "prompt": "Introduce it.",
+    "prompt_hash": "h1",  # computed by Spark with the pending prompts
 }
 SETTINGS = LlmConfig(max_attempts=3, min_chars=40, temperature=0.0, seed=5)
 
