@@ -18,14 +18,7 @@ from tqdm import tqdm
 
 from ray_workers.backends import model_id
 from ray_workers.ray_session import start_ray
-from ray_workers.staging import (
-    RunFolder,
-    input_folder,
-    read_input,
-    recover,
-    stage_input,
-    staged_tallies,
-)
+from ray_workers.staging import RunFolder, read_input, recover, staged_input, staged_tallies
 from reki_spark.config import EncoderConfig, RekiConfig
 from reki_spark.lake import (
     ITEM_CLUSTERS,
@@ -92,13 +85,9 @@ def encode(config: RekiConfig) -> Coverage:
     model = model_id(config.llm)
     with ledger_entry(lake, "encode") as record:
         recovered = recover(lake, KNOWLEDGE_VECTORS, VECTOR_KEYS)
-        inputs = input_folder(lake.root, "encode")
-        count = stage_input(texts_to_encode(lake, model), inputs)
-        try:
+        with staged_input(texts_to_encode(lake, model), lake.root, "encode") as (inputs, count):
             if count:
                 _encode_rows(config, inputs, count, lake)
-        finally:
-            inputs.remove()
         coverage = knowledge_coverage(lake, encoder.model, config.knowledge.mode)
         record.rows_in, record.rows_out = count, count
         record.details = {

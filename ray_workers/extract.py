@@ -25,14 +25,7 @@ from tqdm import tqdm
 
 from ray_workers.backends import LlmBackend, make_backend, model_id
 from ray_workers.ray_session import start_ray
-from ray_workers.staging import (
-    RunFolder,
-    input_folder,
-    read_input,
-    recover,
-    stage_input,
-    staged_tallies,
-)
+from ray_workers.staging import RunFolder, read_input, recover, staged_input, staged_tallies
 from ray_workers.validation import answer_problem, reason_kind
 from reki_spark.config import LlmConfig, RekiConfig
 from reki_spark.lake import KNOWLEDGE, PROMPTS, Lake, prompt_hash
@@ -148,17 +141,13 @@ def extract(config: RekiConfig, backend_factory: BackendFactory | None = None) -
     with ledger_entry(lake, "extract") as record:
         # What a dead run staged is merged first, so that it is not asked again.
         recovered = recover(lake, KNOWLEDGE, KNOWLEDGE_KEYS)
-        inputs = input_folder(lake.root, "extract")
         pending = pending_prompts(lake, model, settings.retry_failed)
         if settings.max_prompts is not None:
             pending = pending.orderBy("prompt_id").limit(settings.max_prompts)
-        count = stage_input(pending, inputs)
-        summary = ExtractionSummary(model, count, 0, 0, 0, 0, 0, 0, recovered=recovered)
-        try:
+        with staged_input(pending, lake.root, "extract") as (inputs, count):
+            summary = ExtractionSummary(model, count, 0, 0, 0, 0, 0, 0, recovered=recovered)
             if count:
                 _run(config, inputs, count, model, backend_factory, lake, summary)
-        finally:
-            inputs.remove()
         record.rows_in, record.rows_out = summary.pending, summary.answered
         record.llm_calls = summary.llm_calls
         record.prompt_tokens, record.completion_tokens = summary.prompt_tokens, summary.completion_tokens
@@ -188,7 +177,6 @@ def _run(
     lake: Lake,
     summary: ExtractionSummary,
 ) -> None:
-
     settings = config.llm
     start_ray(config.ray)
     dataset = read_input(inputs, count, settings.batch_size)

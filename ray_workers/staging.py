@@ -18,6 +18,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,8 +73,7 @@ class RunFolder:
 
     def remove(self) -> None:
         filesystem, path = _filesystem(self.location)
-        filesystem.delete_dir_contents(path, missing_dir_ok=True)
-        filesystem.delete_dir(path)
+        filesystem.delete_dir(path)  # with its contents
 
 
 def write_part(frame: pd.DataFrame, location: str, schema: pa.Schema) -> None:
@@ -140,25 +140,15 @@ def read_input(folder: RunFolder, rows: int, batch_size: int) -> Any:
     return ray.data.read_parquet(folder.location, file_extensions=["parquet"]).repartition(max(1, rows // batch_size))
 
 
-def stage_input(frame: DataFrame, folder: RunFolder) -> int:
-    """Spark writes the rows a Ray stage will read into `folder`; returns how many."""
-    folder.claim()
-    frame.write.mode("append").parquet(_spark_location(folder.location))
-    return frame.sparkSession.read.parquet(_spark_location(folder.location)).count()
-
-
-def merge_parts(lake: Lake, table: str, keys: list[str], parts: list[str]) -> int:
+def merge_parts(lake: Lake, table: str, keys: list[str], parts: list[str]) -> None:
     """Merges staged parts into `table` in one keyed commit (a part merged twice changes nothing)
-    and deletes them; returns the rows merged."""
+    and deletes them."""
     if not parts:
-        return 0
-    frame = lake.spark.read.schema(SCHEMAS[table]).parquet(*[_spark_location(p) for p in parts])
-    rows = frame.count()
-    lake.merge(frame, table, keys)
+        return
+    lake.merge(lake.spark.read.schema(SCHEMAS[table]).parquet(*[_spark_location(p) for p in parts]), table, keys)
     for part in parts:
         filesystem, path = _filesystem(part)
         filesystem.delete_file(path)
-    return rows
 
 
 def _spark_location(location: str) -> str:
@@ -189,16 +179,33 @@ def recover(lake: Lake, table: str, keys: list[str]) -> int:
     the rows recovered."""
     recovered = 0
     for folder in _dead_folders(lake.root, table):
-        recovered += merge_parts(lake, table, keys, folder.parts())
+        parts = folder.parts()
+        recovered += sum(_rows_in(part) for part in parts)
+        merge_parts(lake, table, keys, parts)
         folder.remove()
     return recovered
 
 
-def input_folder(root: str, stage: str) -> RunFolder:
-    """A fresh input folder for `stage`, after removing the ones that dead runs of it left."""
+def _rows_in(part: str) -> int:
+    """A staged part's row count, from its Parquet footer."""
+    filesystem, path = _filesystem(part)
+    return pq.read_metadata(path, filesystem=filesystem).num_rows
+
+
+@contextmanager
+def staged_input(frame: DataFrame, root: str, stage: str) -> Iterator[tuple[RunFolder, int]]:
+    """Spark writes the rows a Ray stage will read into a fresh input folder of `stage` (after
+    removing the folders that dead runs of it left); yields the folder and how many rows it holds,
+    and removes it afterwards, whatever happened."""
     for folder in _dead_folders(root, f"{INPUTS}/{stage}"):
         folder.remove()
-    return RunFolder(root, f"{INPUTS}/{stage}")
+    folder = RunFolder(root, f"{INPUTS}/{stage}")
+    folder.claim()
+    try:
+        frame.write.mode("append").parquet(_spark_location(folder.location))
+        yield folder, frame.sparkSession.read.parquet(_spark_location(folder.location)).count()
+    finally:
+        folder.remove()
 
 
 def _dead_folders(root: str, name: str) -> list[RunFolder]:

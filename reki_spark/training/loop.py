@@ -336,22 +336,22 @@ def _ranking(job: TrainJob, model: nn.Module, frame: pd.DataFrame) -> dict[str, 
         sequence = torch.as_tensor(part[[f"in{i}" for i in range(job.schema.max_length)]].to_numpy(), dtype=torch.long)
         users = torch.as_tensor(part["user"].to_numpy(), dtype=torch.long)
         targets = torch.as_tensor(part["target"].to_numpy(), dtype=torch.long)
-        ranks = target_ranks(
+        full_ranks, sampled_ranks = target_ranks(
             model.item_scorer(sequence, users),
             targets,
-            padded(part["seen"]),
+            _padded(part["seen"]),
             job.schema.items,
             job.eval_item_chunk,
             generator,
         )
-        full.append(ranks[0])
-        sampled.append(ranks[1])
+        full.append(full_ranks)
+        sampled.append(sampled_ranks)
     metrics = {f"{name}_{FULL}": value for name, value in ranking_metrics(torch.cat(full).numpy()).items()}
     metrics.update({f"{name}_{SAMPLED}": value for name, value in ranking_metrics(torch.cat(sampled).numpy()).items()})
     return metrics
 
 
-def padded(arrays: pd.Series) -> torch.Tensor:
+def _padded(arrays: pd.Series) -> torch.Tensor:
     """(rows, longest) item indices of variable-length arrays, right-padded with 0."""
     lengths = arrays.map(len).to_numpy()
     codes = np.zeros((len(arrays), max(1, int(lengths.max(initial=0)))), dtype=np.int64)
