@@ -141,7 +141,7 @@ def fit(seed: int, epochs: int, device: str, out: Path, work: Path, deadline_sec
 
 
 class RecBoleScores(nn.Module):
-    """A trained RecBole SASRec behind the product's `item_scorer(sequence, users)`: the product's item
+    """A trained RecBole SASRec behind the product's `item_scorer(batch)`: the product's item
     indices in, scores over the product's item indices out."""
 
     def __init__(self, weights: Path, seed: int, item_tokens: list[str], work: Path) -> None:
@@ -160,9 +160,10 @@ class RecBoleScores(nn.Module):
         self.to_recbole = torch.as_tensor(np.concatenate([[0], internal]), dtype=torch.long)
 
     @torch.no_grad()
-    def item_scorer(self, sequence: torch.Tensor, users: torch.Tensor) -> ItemScorer:
+    def item_scorer(self, batch: dict[str, torch.Tensor]) -> ItemScorer:
         from recbole.data.interaction import Interaction
 
+        sequence = batch["sequence"]
         lengths = (sequence > 0).sum(1).clamp(max=self.max_length)
         left_aligned = torch.zeros(len(sequence), self.max_length, dtype=torch.long)
         for row, (items, length) in enumerate(zip(sequence, lengths, strict=True)):

@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from pyspark.sql import DataFrame, SparkSession
@@ -22,11 +23,19 @@ from reki_spark.config import RekiConfig
 from reki_spark.lake import ITEMS, SERVING_VECTORS, USERS, VOCAB, Lake
 from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS
-from reki_spark.models.base import CTR_FIELDS, RATING_FIELD
-from reki_spark.models.serving import SERVING_INPUTS, export_torchscript
+from reki_spark.models.base import CTR_FIELDS, ITEM_KNOWLEDGE, RATING_FIELD, USER_KNOWLEDGE
+from reki_spark.models.serving import export_torchscript, serving_inputs
 from reki_spark.serving import FEATURES_FILE, ITEM_FIELDS, META_FILE, MODEL_FILE, USER_FIELDS, VECTORS_FILE
-from reki_spark.training.data import ctr_view, encode_field, item_codes
+from reki_spark.training.data import (
+    KEYED_BY_CLUSTER,
+    KnowledgeRows,
+    ctr_view,
+    encode_field,
+    entity_knowledge_rows,
+    item_codes,
+)
 from reki_spark.training.feeding import ctr_batch
+from reki_spark.training.loop import ModelSpec
 from reki_spark.training.train import best_model, model_spec
 
 PARITY_TOLERANCE = 1e-5
@@ -47,14 +56,19 @@ def export(spark: SparkSession, config: RekiConfig) -> Path:
         spec = model_spec(spark, config, model_name, knowledge, seed)
         model = best_model(spec).eval()
         vocab = lake.read(VOCAB)
-        if knowledge != "none":
-            lake.overwrite(_serving_vectors(spark, model, vocab, spec.name), SERVING_VECTORS)
-            _write_parquet(lake.read(SERVING_VECTORS), folder / VECTORS_FILE)
         schema = spec.schema
-        _write_parquet(_entity_features(lake, vocab, schema.category_slots), folder / FEATURES_FILE)
+        rows = entity_knowledge_rows(lake, vocab, spec.keyed_by)
+        _write_parquet(
+            _entity_features(lake, vocab, schema.category_slots, rows, _user_views(spec)), folder / FEATURES_FILE
+        )
+        if knowledge != "none":
+            features = spark.read.parquet((folder / FEATURES_FILE).resolve().as_uri())
+            lake.overwrite(_serving_vectors(spark, model, features, spec.name), SERVING_VECTORS)
+            _write_parquet(lake.read(SERVING_VECTORS), folder / VECTORS_FILE)
         # EXAMPLE_ROWS rows for the TorchScript trace and the parity check.
-        example = ctr_view(lake, vocab, schema).where(F.col("split") == "test").limit(EXAMPLE_ROWS).toPandas()
-        batch = ctr_batch(example, schema.history_length, schema.category_slots)
+        grouped = rows if spec.keyed_by == KEYED_BY_CLUSTER else None
+        example = ctr_view(lake, vocab, schema, grouped).where(F.col("split") == "test").limit(EXAMPLE_ROWS).toPandas()
+        batch = ctr_batch(example, schema.history_length, schema.category_slots, spec.keyed_by)
         scripted = export_torchscript(model, batch)
         scripted.save(str(folder / MODEL_FILE))
         difference = _parity(model, torch.jit.load(str(folder / MODEL_FILE)), batch)
@@ -65,6 +79,8 @@ def export(spark: SparkSession, config: RekiConfig) -> Path:
             "seed": seed,
             "history_length": schema.history_length,
             "category_slots": schema.category_slots,
+            # knowledge rows per user (an unknown user passes this many zeros)
+            "user_knowledge_views": _user_views(spec),
             "fields": CTR_FIELDS,
             # rating value (as the data writes it, e.g. "4.0") -> the code of a history item's rating
             "rating_codes": _codes_of(vocab, RATING_FIELD),
@@ -81,31 +97,35 @@ def export(spark: SparkSession, config: RekiConfig) -> Path:
 def _parity(model: torch.nn.Module, scripted: torch.jit.ScriptModule, batch: dict[str, torch.Tensor]) -> float:
     with torch.no_grad():
         reference = torch.sigmoid(model(batch))
-        exported = scripted(*(batch[name] for name in SERVING_INPUTS))
+        exported = scripted(*serving_inputs(batch))
     difference = float((reference - exported).abs().max())
     if difference > PARITY_TOLERANCE:
         raise RuntimeError(f"exported scores differ from PyTorch by {difference:.2e} (> {PARITY_TOLERANCE})")
     return difference
 
 
-def _serving_vectors(spark: SparkSession, model: torch.nn.Module, vocab: DataFrame, run: str) -> DataFrame:
-    """HEIN's output per user and item, computed on the executors: the knowledge adapter (HEIN and
-    the cluster-vector tables) goes out as one broadcast, and each partition of the vocabulary
-    runs it over its own entity indices."""
+def _user_views(spec: ModelSpec) -> int:
+    return 1 if spec.knowledge_arrays is None else spec.knowledge_arrays.user_views
+
+
+def _serving_vectors(spark: SparkSession, model: torch.nn.Module, features: DataFrame, run: str) -> DataFrame:
+    """HEIN's output per user and item, computed on the executors from each entity's knowledge rows
+    (in the entity features): the knowledge adapter (HEIN and the knowledge-vector tables) goes out
+    as one broadcast, and each partition runs it over its own entities."""
     adapter = spark.sparkContext.broadcast(copy.deepcopy(model.adapter).eval())
-    entities = vocab.where(F.col("field").isin("user_id", "item_id")).select(
-        F.regexp_extract("field", "^(user|item)", 1).alias("entity_type"), F.col("value").alias("entity_id"), "index"
-    )
 
     def vectors(parts: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for part in parts:
             for entity_type, rows in part.groupby("entity_type"):
-                index = torch.as_tensor(rows["index"].to_numpy(), dtype=torch.long)
                 with torch.no_grad():
-                    out = adapter.value.users(index) if entity_type == "user" else adapter.value.items(index)
+                    if entity_type == "user":
+                        out = adapter.value.users(torch.as_tensor(np.stack(rows[USER_KNOWLEDGE].to_numpy())).long())
+                    else:
+                        out = adapter.value.items(torch.as_tensor(rows[ITEM_KNOWLEDGE].to_numpy()).long())
                 yield rows[["entity_type", "entity_id"]].assign(vector=list(out.numpy()), model=run)
 
-    return entities.mapInPandas(vectors, "entity_type string, entity_id string, vector array<float>, model string")
+    schema = "entity_type string, entity_id string, vector array<float>, model string"
+    return features.select("entity_type", "entity_id", USER_KNOWLEDGE, ITEM_KNOWLEDGE).mapInPandas(vectors, schema)
 
 
 def _write_parquet(frame: DataFrame, path: Path) -> None:
@@ -126,7 +146,11 @@ def _codes_of(vocab: DataFrame, field: str) -> dict[str, int]:
     return {row["value"]: row["index"] for row in vocab.where(F.col("field") == field).collect()}
 
 
-def _entity_features(lake: Lake, vocab: DataFrame, category_slots: int) -> DataFrame:
+def _entity_features(
+    lake: Lake, vocab: DataFrame, category_slots: int, knowledge: KnowledgeRows, views: int
+) -> DataFrame:
+    """One row per user and per item: its feature codes and its knowledge rows (`views` per user)."""
+    item_rows, user_rows = knowledge
     users = lake.read(USERS)
     users = _codes(
         users.select("user_id", "gender", "age", "occupation").withColumnRenamed("user_id", "entity"),
@@ -148,6 +172,19 @@ def _entity_features(lake: Lake, vocab: DataFrame, category_slots: int) -> DataF
         "entity",
         "left",
     )
-    user_rows = users.select(F.lit("user").alias("entity_type"), F.col("entity").alias("entity_id"), *USER_FIELDS)
-    item_rows = items.select(F.lit("item").alias("entity_type"), F.col("entity").alias("entity_id"), *ITEM_FIELDS)
-    return user_rows.unionByName(item_rows, allowMissingColumns=True)
+    users = users.join(user_rows.withColumnRenamed("user_id", "entity"), "entity", "left")
+    no_rows = F.array_repeat(F.lit(0), views)
+    user_features = users.select(
+        F.lit("user").alias("entity_type"),
+        F.col("entity").alias("entity_id"),
+        *USER_FIELDS,
+        F.coalesce(USER_KNOWLEDGE, no_rows).alias(USER_KNOWLEDGE),
+    )
+    items = items.join(item_rows.withColumnRenamed("item_id", "entity"), "entity", "left")
+    item_features = items.select(
+        F.lit("item").alias("entity_type"),
+        F.col("entity").alias("entity_id"),
+        *ITEM_FIELDS,
+        F.coalesce(ITEM_KNOWLEDGE, F.lit(0)).alias(ITEM_KNOWLEDGE),
+    )
+    return user_features.unionByName(item_features, allowMissingColumns=True)

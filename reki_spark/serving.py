@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from reki_spark.models.base import CTR_FIELDS
+from reki_spark.models.base import CTR_FIELDS, ITEM_KNOWLEDGE, USER_KNOWLEDGE
 
 CATEGORY_FIELD = "item_category"
 
@@ -27,8 +27,9 @@ class Scorer:
         self.meta = json.loads((folder / META_FILE).read_text())
         self.model = torch.jit.load(str(folder / MODEL_FILE)).eval()
         features = pd.read_parquet(folder / FEATURES_FILE)
-        self.users = features[features["entity_type"] == "user"].set_index("entity_id")[USER_FIELDS]
-        self.items = features[features["entity_type"] == "item"].set_index("entity_id")[ITEM_FIELDS]
+        self.users = features[features["entity_type"] == "user"].set_index("entity_id")[[*USER_FIELDS, USER_KNOWLEDGE]]
+        self.items = features[features["entity_type"] == "item"].set_index("entity_id")[[*ITEM_FIELDS, ITEM_KNOWLEDGE]]
+        self.user_views = int(self.meta["user_knowledge_views"])
         self.history_length = int(self.meta["history_length"])
         self.slots = int(self.meta["category_slots"])
         self.rating_codes = {float(value): code for value, code in self.meta["rating_codes"].items()}
@@ -46,6 +47,17 @@ class Scorer:
                 rows[row, : len(kept)] = torch.as_tensor(kept, dtype=torch.long)
         return rows
 
+    def _knowledge_rows(self, user_id: str, item_ids: list[str]) -> dict[str, torch.Tensor]:
+        """The knowledge rows the model looks its precomputed HEIN terms up by (0: none, as for
+        unknown entities)."""
+        rows = self.users[USER_KNOWLEDGE].get(user_id)
+        user = torch.zeros(self.user_views, dtype=torch.long) if rows is None else torch.as_tensor(list(rows))
+        items = self.items[ITEM_KNOWLEDGE].reindex(item_ids).fillna(0).astype("int64").to_numpy()
+        return {
+            USER_KNOWLEDGE: user.long().unsqueeze(0).expand(len(item_ids), -1),
+            ITEM_KNOWLEDGE: torch.as_tensor(items),
+        }
+
     def score(
         self, user_id: str, item_ids: list[str], history: list[str], ratings: list[float] | None = None
     ) -> list[float]:
@@ -58,6 +70,7 @@ class Scorer:
         columns = {**{f: user[f].to_numpy() for f in USER_FIELDS}, **{f: items[f].to_numpy() for f in single}}
         tensors = {name: torch.as_tensor(columns[name]) for name in CTR_FIELDS if name != CATEGORY_FIELD}
         tensors[CATEGORY_FIELD] = self._categories(item_ids)
+        tensors.update(self._knowledge_rows(user_id, item_ids))
         recent = history[-self.history_length :]
         known = (ratings or [None] * len(history))[-self.history_length :]
         padding = self.history_length - len(recent)
@@ -69,6 +82,8 @@ class Scorer:
             torch.tensor([item_codes] * n, dtype=torch.long),
             torch.tensor([rating_codes] * n, dtype=torch.long),
             categories.unsqueeze(0).expand(n, -1, -1),
+            tensors[USER_KNOWLEDGE],
+            tensors[ITEM_KNOWLEDGE],
         ]
         with torch.no_grad():
             return self.model(*inputs).tolist()

@@ -67,38 +67,37 @@ def pooled(embedding: nn.Module, codes: torch.Tensor) -> torch.Tensor:
     return (embedding(codes) * present).sum(-2) / present.sum(-2).clamp(min=1.0)
 
 
-class KnowledgeTables(nn.Module):
-    """Frozen knowledge vectors, one row per entity (individual) or per cluster (collective), and
-    the map from each entity's index to its row(s). Row 0 is the zero vector: no knowledge."""
+# Batch keys of the knowledge rows each example uses (see `KnowledgeTables`): the item's row (batch,)
+# (sequential models: one per position, (batch, length)) and one row per user view (batch, views).
+ITEM_KNOWLEDGE, USER_KNOWLEDGE, SEQUENCE_KNOWLEDGE = "item_knowledge", "user_knowledge", "sequence_knowledge"
 
-    def __init__(
-        self, item_vectors: np.ndarray, item_rows: np.ndarray, user_vectors: np.ndarray, user_rows: np.ndarray
-    ) -> None:
+
+class KnowledgeTables(nn.Module):
+    """Frozen knowledge vectors: one row per cluster (collective and its controls: a few thousand
+    rows whatever the data's size) or per entity (individual, a small-data comparison). Which row an
+    example uses travels with the example (`ITEM_KNOWLEDGE`, `USER_KNOWLEDGE`), joined in by Spark:
+    the model holds no entity map. Row 0 is the zero vector: no knowledge."""
+
+    def __init__(self, item_vectors: np.ndarray, user_vectors: np.ndarray, user_views: int) -> None:
         super().__init__()
         if item_vectors.shape[1] != user_vectors.shape[1]:
             raise ValueError("user and item knowledge vectors must have the same dimension")
         self.register_buffer("item_vectors", torch.as_tensor(item_vectors, dtype=torch.float32))
-        self.register_buffer("item_rows", torch.as_tensor(item_rows, dtype=torch.long))
         self.register_buffer("user_vectors", torch.as_tensor(user_vectors, dtype=torch.float32))
-        # (users, views): one row per view (collective: positive, negative; individual: profile)
-        self.register_buffer("user_rows", torch.as_tensor(user_rows, dtype=torch.long).reshape(len(user_rows), -1))
+        # collective: positive and negative (never mixed); individual: the profile
+        self.user_views = user_views
 
     @property
     def dimension(self) -> int:
         return int(self.item_vectors.shape[1])
 
-    def items(self, item_index: torch.Tensor) -> torch.Tensor:
-        return self.item_vectors[self.item_rows[item_index]]
+    def items(self, item_rows: torch.Tensor) -> torch.Tensor:
+        return self.item_vectors[item_rows]
 
-    @property
-    def user_views(self) -> int:
-        return int(self.user_rows.shape[1])
-
-    def users(self, user_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(batch, views, dimension) vectors, each view kept apart (likes and dislikes are never
-        mixed), and (batch, views) whether the user has that view."""
-        rows = self.user_rows[user_index]
-        return self.user_vectors[rows], rows > 0
+    def users(self, user_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(batch, views, dimension) vectors of (batch, views) rows, each view kept apart (likes and
+        dislikes are never mixed), and (batch, views) whether the user has that view."""
+        return self.user_vectors[user_rows], user_rows > 0
 
 
 def mlp(sizes: list[int], dropout: float = 0.0, last_activation: bool = True) -> nn.Sequential:
@@ -134,34 +133,31 @@ class KnowledgeAdapter(nn.Module):
     def enabled(self) -> bool:
         return self.knowledge is not None
 
-    def pair(self, user_index: torch.Tensor, item_index: torch.Tensor) -> torch.Tensor | None:
-        """The augmented vector: concat(each user view's 32-d, item 32-d)."""
-        users, items = self.users(user_index), self.items(item_index)
-        return None if users is None or items is None else torch.cat([users, items], dim=-1)
+    def pair(self, batch: Batch) -> torch.Tensor | None:
+        """The augmented vector of each example: concat(each user view's 32-d, item 32-d)."""
+        if not self.enabled:
+            return None
+        return torch.cat([self.users(batch[USER_KNOWLEDGE]), self.items(batch[ITEM_KNOWLEDGE])], dim=-1)
 
     def through_mlp(
-        self,
-        layers: nn.Module,
-        x: torch.Tensor,
-        user_index: torch.Tensor,
-        item_index: torch.Tensor,
-        pair: torch.Tensor | None = None,
+        self, layers: nn.Module, x: torch.Tensor, batch: Batch, pair: torch.Tensor | None = None
     ) -> torch.Tensor:
         """`layers` over x with the augmented vector appended (x alone without knowledge); `pair`
         is that vector when the caller already computed it."""
-        extra = pair if pair is not None else self.pair(user_index, item_index)
+        extra = pair if pair is not None else self.pair(batch)
         return layers(x if extra is None else torch.cat([x, extra], dim=-1))
 
-    def items(self, item_index: torch.Tensor) -> torch.Tensor | None:
+    def items(self, item_rows: torch.Tensor) -> torch.Tensor | None:
+        """(n, 32): HEIN's item output of each knowledge row."""
         if self.knowledge is None or self.hein is None:
             return None
-        return self.hein.item(self.knowledge.items(item_index))[0]
+        return self.hein.item(self.knowledge.items(item_rows))[0]
 
-    def users(self, user_index: torch.Tensor) -> torch.Tensor | None:
-        """(batch, views x 32): HEIN's user output per view, zero where the user lacks the view."""
+    def users(self, user_rows: torch.Tensor) -> torch.Tensor | None:
+        """(batch, views x 32): HEIN's user output per view's row, zero where the user lacks the view."""
         if self.knowledge is None or self.hein is None:
             return None
-        vectors, present = self.knowledge.users(user_index)
+        vectors, present = self.knowledge.users(user_rows)
         outputs = self.hein.user(vectors.flatten(0, 1))[0].view(*present.shape, -1)
         return (outputs * present.unsqueeze(-1)).flatten(1)
 
@@ -217,20 +213,14 @@ class CtrModel(nn.Module):
         return (embedded * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
 
     def augmented(self, batch: Batch) -> torch.Tensor | None:
-        return self.adapter.pair(batch[self.schema.user_field], batch[self.schema.item_field])
+        return self.adapter.pair(batch)
 
     def knowledge_mlp(
         self, name: str, parts: list[torch.Tensor], batch: Batch, augmented: torch.Tensor | None = None
     ) -> torch.Tensor:
         """The MLP `name` (one of `knowledge_mlps`) over the parts and the augmented vector (pass it
         when the model also uses it elsewhere, so HEIN runs once)."""
-        return self.adapter.through_mlp(
-            getattr(self, name),
-            torch.cat(parts, dim=-1),
-            batch[self.schema.user_field],
-            batch[self.schema.item_field],
-            augmented,
-        )
+        return self.adapter.through_mlp(getattr(self, name), torch.cat(parts, dim=-1), batch, augmented)
 
     def with_augmented(self, parts: list[torch.Tensor], batch: Batch) -> torch.Tensor:
         extra = self.augmented(batch)

@@ -22,5 +22,5 @@ class MostPop(nn.Module):
     def loss(self, batch: Batch) -> torch.Tensor:
         raise TypeError("MostPop is counted, not trained")
 
-    def item_scorer(self, sequence: torch.Tensor, users: torch.Tensor) -> ItemScorer:
-        return score_matrix(self.popularity.unsqueeze(0).expand(len(sequence), -1))
+    def item_scorer(self, batch: Batch) -> ItemScorer:
+        return score_matrix(self.popularity.unsqueeze(0).expand(len(batch["sequence"]), -1))

@@ -1,5 +1,7 @@
 """Base of the sequential backbones (next-item prediction over the whole catalogue), one interface
-for all of them (RecBole's): `loss(batch)` for training, `item_scorer(sequence, users)` for ranking.
+for all of them (RecBole's): `loss(batch)` for training, `item_scorer(batch)` for ranking. A batch holds
+`sequence` (batch, length) and `user` (batch,) and, with knowledge, each position's item knowledge row
+`sequence_knowledge` (batch, length) and the user's rows `user_knowledge` (batch, views).
 
 Sequences are left-padded with index 0. Item embeddings are tied with the output layer, as in
 SASRec and RecBole's GRU4Rec, and the output scores use the ID embeddings alone.
@@ -19,7 +21,18 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from reki_spark.models.base import DEFAULT_HEIN, Batch, HeinSettings, KnowledgeAdapter, KnowledgeTables
+from reki_spark.models.base import (
+    DEFAULT_HEIN,
+    SEQUENCE_KNOWLEDGE,
+    USER_KNOWLEDGE,
+    Batch,
+    HeinSettings,
+    KnowledgeAdapter,
+    KnowledgeTables,
+)
+
+# The batch columns that run along the sequence (trimmed and shifted together).
+POSITIONAL = ("sequence", SEQUENCE_KNOWLEDGE)
 
 ItemScorer = Callable[[torch.Tensor], torch.Tensor]
 """A batch of queries' scores of items: item indices (n,) shared by every row give (batch, n);
@@ -68,14 +81,15 @@ class SeqModel(nn.Module):
                 nn.init.zeros_(projection.weight)
                 nn.init.zeros_(projection.bias)
 
-    def embed_inputs(self, sequence: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    def embed_inputs(self, batch: Batch) -> torch.Tensor:
         """(batch, length, embedding): item embeddings plus the projected knowledge, 0 at padding."""
+        sequence = batch["sequence"]
         embedded = self.item_embedding(sequence)
-        items = self.adapter.items(sequence.reshape(-1))  # HEIN takes (rows, dimension)
-        if items is not None and self.item_knowledge is not None:
+        if self.adapter.enabled and self.item_knowledge is not None and self.user_knowledge is not None:
+            items = self.adapter.items(batch[SEQUENCE_KNOWLEDGE].reshape(-1))  # HEIN takes (rows, dimension)
+            user = self.adapter.users(batch[USER_KNOWLEDGE])
+            assert items is not None and user is not None
             embedded = embedded + self.item_knowledge(items).reshape(embedded.shape)
-        user = self.adapter.users(users)
-        if user is not None and self.user_knowledge is not None:
             embedded = embedded + self.user_knowledge(user).unsqueeze(1)
         return embedded * (sequence > 0).unsqueeze(-1)
 
@@ -83,15 +97,16 @@ class SeqModel(nn.Module):
         """(batch, length, embedding) states; position t sees items <= t only."""
         raise NotImplementedError
 
-    def states(self, sequence: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        return self.encode(self.embed_inputs(sequence, users), sequence)
+    def states(self, batch: Batch) -> torch.Tensor:
+        return self.encode(self.embed_inputs(batch), batch["sequence"])
 
     def loss(self, batch: Batch) -> torch.Tensor:
         """Cross-entropy of every next item of the window (padding targets skipped)."""
-        sequence = trim_padding(batch["sequence"], keep=2)
-        inputs, targets = sequence[:, :-1], sequence[:, 1:]
+        trimmed = trim_padding(batch, keep=2)
+        targets = trimmed["sequence"][:, 1:]
+        inputs = {name: column[:, :-1] if name in POSITIONAL else column for name, column in trimmed.items()}
         present = targets > 0
-        states = self.states(inputs, batch["user"])[present]
+        states = self.states(inputs)[present]
         targets = targets[present]
         if self.loss_kind == "full_softmax":
             return F.cross_entropy(states @ self.item_embedding.weight.T, targets)
@@ -113,10 +128,10 @@ class SeqModel(nn.Module):
         logits = states @ self.item_embedding(candidates).T - expected.log()
         return F.cross_entropy(logits, column[: len(targets)])
 
-    def item_scorer(self, sequence: torch.Tensor, users: torch.Tensor) -> ItemScorer:
-        """Scores of items as the next one after `sequence`: the last state against their ID
-        embeddings, computed for the items asked only."""
-        queries = self.states(trim_padding(sequence, keep=1), users)[:, -1]
+    def item_scorer(self, batch: Batch) -> ItemScorer:
+        """Scores of items as the next one after each row's `sequence`: the last state against their
+        ID embeddings, computed for the items asked only."""
+        queries = self.states(trim_padding(batch, keep=1))[:, -1]
 
         def score(items: torch.Tensor) -> torch.Tensor:
             vectors = self.item_embedding(items)
@@ -125,12 +140,14 @@ class SeqModel(nn.Module):
         return score
 
 
-def trim_padding(sequence: torch.Tensor, keep: int) -> torch.Tensor:
-    """Drops the leading columns that are padding in every row (at least `keep` columns stay):
-    a batch of short sequences costs what its longest member costs, not `max_length`."""
-    present = (sequence > 0).any(0).nonzero()
-    first = int(present[0]) if len(present) else sequence.shape[1]
-    return sequence[:, min(first, sequence.shape[1] - keep) :]
+def trim_padding(batch: Batch, keep: int) -> Batch:
+    """Drops the leading columns that are padding in every row of `sequence` (at least `keep` columns
+    stay), from every positional column alike: a batch of short sequences costs what its longest
+    member costs, not `max_length`."""
+    present = (batch["sequence"] > 0).any(0).nonzero()
+    length = batch["sequence"].shape[1]
+    first = min(int(present[0]) if len(present) else length, length - keep)
+    return {name: column[:, first:] if name in POSITIONAL else column for name, column in batch.items()}
 
 
 def _zero_linear(width_in: int, width_out: int) -> nn.Linear:

@@ -24,11 +24,12 @@ from reki_spark.lake import (
     VOCAB,
     Lake,
 )
-from reki_spark.models.base import CTR_FIELDS, RATING_FIELD, CtrSchema
+from reki_spark.models.base import CTR_FIELDS, ITEM_KNOWLEDGE, RATING_FIELD, USER_KNOWLEDGE, CtrSchema
 
 VOCAB_FIELDS = [*CTR_FIELDS, RATING_FIELD]
 
 USER_VIEWS = ["positive", "negative"]
+KEYED_BY_CLUSTER, KEYED_BY_ENTITY = "cluster", "entity"
 
 
 def build_vocab(lake: Lake) -> DataFrame:
@@ -78,12 +79,14 @@ def _padded_columns(items: Column, length: int, prefix: str) -> list[Column]:
     return [F.element_at(padded, i + 1).cast("int").alias(f"{prefix}{i}") for i in range(length)]
 
 
-def _item_indices(
-    frame: DataFrame, vocab: DataFrame, key: str, array_column: str, alias: str, field: str = "item_id"
-) -> DataFrame:
-    """Replaces an array of `field` values (item ids by default) with the array of their codes,
-    order kept (0 where unknown)."""
-    codes = vocab.where(F.col("field") == field).select(F.col("value").alias("_item"), F.col("index"))
+def _vocab_codes(vocab: DataFrame, field: str) -> DataFrame:
+    """(_item, index): the vocabulary codes of `field`, shaped for `_mapped_array`."""
+    return vocab.where(F.col("field") == field).select(F.col("value").alias("_item"), F.col("index"))
+
+
+def _mapped_array(frame: DataFrame, key: str, array_column: str, alias: str, codes: DataFrame) -> DataFrame:
+    """Adds `alias`: the array `array_column` with each value replaced by its `index` in `codes`
+    (columns _item, index), order kept, 0 where a value has none."""
     exploded = frame.select(key, F.posexplode(array_column).alias("_pos", "_item"))
     mapped = exploded.join(codes, "_item", "left").select(key, "_pos", F.coalesce("index", F.lit(0)).alias("index"))
     collected = mapped.groupBy(key).agg(
@@ -97,7 +100,7 @@ def item_codes(lake: Lake, vocab: DataFrame, category_slots: int) -> DataFrame:
     items = encode_field(lake.read(ITEMS), vocab, "item_id", F.col("item_id"), "item_index").withColumn(
         "_kept", F.slice("categories", 1, category_slots)
     )
-    coded = _item_indices(items, vocab, "item_id", "_kept", "category_codes", field="item_category")
+    coded = _mapped_array(items, "item_id", "_kept", "category_codes", _vocab_codes(vocab, "item_category"))
     return coded.select("item_id", "item_index", "category_codes")
 
 
@@ -143,10 +146,21 @@ def _slot_columns(codes: Column, slots: int, prefix: str) -> list[Column]:
     return [F.coalesce(F.element_at(codes, j + 1), F.lit(0)).cast("int").alias(f"{prefix}{j}") for j in range(slots)]
 
 
-def ctr_view(lake: Lake, vocab: DataFrame, schema: CtrSchema) -> DataFrame:
+KnowledgeRows = tuple[DataFrame, DataFrame]
+"""Per item id its knowledge row, per user id its rows per view (`ClusterRows.entity_rows`)."""
+
+
+def _user_row_columns(rows: Column) -> list[Column]:
+    return [
+        F.coalesce(F.element_at(rows, v + 1), F.lit(0)).cast("int").alias(f"kuser{v}") for v in range(len(USER_VIEWS))
+    ]
+
+
+def ctr_view(lake: Lake, vocab: DataFrame, schema: CtrSchema, knowledge: KnowledgeRows | None = None) -> DataFrame:
     """Integer-coded samples: one column per single-valued field, the item's category codes
     cat0..cat{C-1}, the history's items hist{i}, ratings hrat{i} and categories hcat{i}_{j}, label
-    (float), split."""
+    (float), split; with `knowledge`, the item's cluster row `kitem` and the user's per view,
+    kuser0..kuser{V-1}."""
     length, slots = schema.history_length, schema.category_slots
     samples = lake.read(SAMPLES).withColumn("_sample", F.monotonically_increasing_id())
     items = item_codes(lake, vocab, slots)
@@ -156,6 +170,14 @@ def ctr_view(lake: Lake, vocab: DataFrame, schema: CtrSchema) -> DataFrame:
             encoded = encode_field(encoded, vocab, field, F.col(field), f"{field}__idx")
     encoded = encoded.join(items.select("item_id", "category_codes"), "item_id", "left")
     encoded = encoded.join(_history_codes(samples, vocab, items), "_sample", "left")
+    rows: list[Column] = []
+    if knowledge is not None:
+        item_rows, user_rows = knowledge
+        encoded = encoded.join(item_rows, "item_id", "left").join(user_rows, "user_id", "left")
+        rows = [
+            F.coalesce(ITEM_KNOWLEDGE, F.lit(0)).cast("int").alias("kitem"),
+            *_user_row_columns(F.col(USER_KNOWLEDGE)),
+        ]
     empty = F.array().cast("array<int>")
     return encoded.select(
         *[F.col(f"{field}__idx").cast("int").alias(field) for field in CTR_FIELDS if field != schema.category_field],
@@ -163,46 +185,85 @@ def ctr_view(lake: Lake, vocab: DataFrame, schema: CtrSchema) -> DataFrame:
         *_padded_columns(F.coalesce("history_idx", empty), length, "hist"),
         *_padded_columns(F.coalesce("history_rating_idx", empty), length, "hrat"),
         *_padded_nested(F.coalesce("history_category_idx", F.array().cast("array<array<int>>")), length, slots, "hcat"),
+        *rows,
         F.col("label").cast("float").alias("label"),
         "split",
     )
 
 
-def _coded_sequences(lake: Lake, vocab: DataFrame) -> DataFrame:
-    """`sequences` with the user's code (`user`) and the prefix as item indices (`prefix`)."""
+def _coded_sequences(lake: Lake, vocab: DataFrame, knowledge: KnowledgeRows | None) -> DataFrame:
+    """`sequences` with the user's code (`user`) and the prefix as item indices (`prefix`); with
+    `knowledge`, the prefix's item knowledge rows (`prefix_rows`), the valid item's (`valid_row`)
+    and the user's rows per view (`user_knowledge`)."""
     encoded = encode_field(lake.read(SEQUENCES), vocab, "user_id", F.col("user_id"), "user")
-    return _item_indices(encoded, vocab, "user_id", "item_ids", "prefix")
+    coded = _mapped_array(encoded, "user_id", "item_ids", "prefix", _vocab_codes(vocab, "item_id"))
+    if knowledge is None:
+        return coded
+    item_rows, user_rows = knowledge
+    rows = item_rows.select(F.col("item_id").alias("_item"), F.col(ITEM_KNOWLEDGE).alias("index"))
+    coded = _mapped_array(coded, "user_id", "item_ids", "prefix_rows", rows).join(user_rows, "user_id", "left")
+    valid = rows.select(F.col("_item").alias("valid_item_id"), F.col("index").alias("valid_row"))
+    return coded.join(valid, "valid_item_id", "left")
 
 
-def sequence_windows(lake: Lake, vocab: DataFrame, max_length: int) -> DataFrame:
+def _window(array: str, end: Column, start: Column) -> Column:
+    return F.slice(array, start, end - start + 1)
+
+
+def sequence_windows(
+    lake: Lake, vocab: DataFrame, max_length: int, knowledge: KnowledgeRows | None = None
+) -> DataFrame:
     """Training rows of the sequential task: every user's prefix cut, from its end, into windows of
     `max_length` + 1 items that overlap by one item, so each transition (item t -> item t + 1) of
-    every prefix is a target exactly once per epoch. Columns `user`, seq0..seq{max_length}."""
-    encoded = _coded_sequences(lake, vocab)
+    every prefix is a target exactly once per epoch. Columns `user`, seq0..seq{max_length}; with
+    `knowledge`, each position's item knowledge row kseq0..kseq{max_length} and the user's kuser{v}."""
+    encoded = _coded_sequences(lake, vocab, knowledge)
     transitions = F.size("prefix") - 1
-    windows = encoded.where(transitions > 0).select(
-        "user", "prefix", F.explode(F.sequence(F.lit(0), F.ceil(transitions / max_length).cast("int") - 1)).alias("k")
+    windows = encoded.where(transitions > 0).withColumn(
+        "k", F.explode(F.sequence(F.lit(0), F.ceil(transitions / max_length).cast("int") - 1))
     )
     end = F.size("prefix") - F.col("k") * max_length  # 1-based, inclusive
     start = F.greatest(F.lit(1), end - max_length)
-    window = F.slice("prefix", start, end - start + 1)
-    return windows.select(F.col("user").cast("int").alias("user"), *_padded_columns(window, max_length + 1, "seq"))
+    rows: list[Column] = []
+    if knowledge is not None:
+        rows = [
+            *_padded_columns(_window("prefix_rows", end, start), max_length + 1, "kseq"),
+            *_user_row_columns(F.col(USER_KNOWLEDGE)),
+        ]
+    return windows.select(
+        F.col("user").cast("int").alias("user"),
+        *_padded_columns(_window("prefix", end, start), max_length + 1, "seq"),
+        *rows,
+    )
 
 
-def sequence_targets(lake: Lake, vocab: DataFrame, max_length: int, split: str) -> DataFrame:
+def sequence_targets(
+    lake: Lake, vocab: DataFrame, max_length: int, split: str, knowledge: KnowledgeRows | None = None
+) -> DataFrame:
     """Evaluation rows, one per user: the last `max_length` items before the `split` target
     (valid: the prefix; test: the prefix and the valid item) as in0..in{max_length-1}, the target,
-    and `seen`, every distinct item before the target (full ranking leaves them out)."""
-    encoded = _coded_sequences(lake, vocab)
+    and `seen`, every distinct item before the target (full ranking leaves them out); with
+    `knowledge`, the inputs' item knowledge rows kin{i} and the user's kuser{v}."""
+    encoded = _coded_sequences(lake, vocab, knowledge)
     encoded = encode_field(encoded, vocab, "item_id", F.col("valid_item_id"), "valid_target")
     encoded = encode_field(encoded, vocab, "item_id", F.col("test_item_id"), "test_target")
-    inputs = F.col("prefix") if split == "valid" else F.concat("prefix", F.array(F.col("valid_target").cast("int")))
+    inputs = _with_valid(F.col("prefix"), F.col("valid_target"), split)
+    rows: list[Column] = []
+    if knowledge is not None:
+        input_rows = _with_valid(F.col("prefix_rows"), F.coalesce("valid_row", F.lit(0)), split)
+        rows = [*_padded_columns(input_rows, max_length, "kin"), *_user_row_columns(F.col(USER_KNOWLEDGE))]
     return encoded.select(
         F.col("user").cast("int").alias("user"),
         *_padded_columns(inputs, max_length, "in"),
+        *rows,
         F.col(f"{split}_target").cast("int").alias("target"),
         F.array_distinct(inputs).alias("seen"),
     )
+
+
+def _with_valid(prefix: Column, valid: Column, split: str) -> Column:
+    """The inputs before the `split` target: the prefix (valid), the prefix and the valid item (test)."""
+    return prefix if split == "valid" else F.concat(prefix, F.array(valid.cast("int")))
 
 
 def item_popularity(lake: Lake, vocab: DataFrame) -> np.ndarray:
@@ -219,12 +280,13 @@ def item_popularity(lake: Lake, vocab: DataFrame) -> np.ndarray:
 
 @dataclass
 class KnowledgeArrays:
-    """The numpy content of `models.KnowledgeTables` (row 0 is the zero vector)."""
+    """The numpy content of `models.KnowledgeTables` (row 0 is the zero vector) and what its rows
+    are: clusters (collective and its controls) or entity indices (individual)."""
 
     item_vectors: np.ndarray
-    item_rows: np.ndarray
     user_vectors: np.ndarray
-    user_rows: np.ndarray
+    user_views: int
+    keyed_by: str
 
 
 # Knowledge controls: collective vectors dealt to the wrong groups (same vectors, wrong assignment),
@@ -232,61 +294,131 @@ class KnowledgeArrays:
 SHUFFLED, CLUSTER_ONLY = KNOWLEDGE_CONTROLS
 GROUPED_MODES = {"collective", *KNOWLEDGE_CONTROLS}
 SHUFFLE_SEED = 20240817
+# Individual knowledge is one vector per entity, held in the model: a small-data comparison only.
+INDIVIDUAL_MAX_ENTITIES = 200_000
+
+
+def keyed_by(mode: str) -> str | None:
+    """What an example's knowledge rows index: None (no knowledge), clusters or entities."""
+    return None if mode == "none" else KEYED_BY_CLUSTER if mode in GROUPED_MODES else KEYED_BY_ENTITY
+
+
+@dataclass(frozen=True)
+class ClusterRows:
+    """Cluster ids in knowledge-row order (row i + 1; row 0 is no knowledge): every grouped mode
+    (collective, shuffled, cluster_only) shares them, so one training view serves all three."""
+
+    items: list[str]
+    users: list[str]
+
+    @classmethod
+    def of(cls, lake: Lake) -> ClusterRows:
+        def ids(table: str) -> list[str]:
+            # One row per cluster.
+            return sorted(r["cluster_id"] for r in lake.read(table).select("cluster_id").distinct().collect())
+
+        return cls(ids(ITEM_CLUSTERS), ids(USER_CLUSTERS))
+
+    def entity_rows(self, lake: Lake) -> tuple[DataFrame, DataFrame]:
+        """(item_id, item_knowledge) and (user_id, user_knowledge: array<int>, one row per view of
+        USER_VIEWS, 0 where the user lacks the view), computed by Spark."""
+        spark = lake.spark
+        item_rows = spark.createDataFrame(list(enumerate(self.items, 1)), "row int, cluster_id string")
+        user_rows = spark.createDataFrame(list(enumerate(self.users, 1)), "row int, cluster_id string")
+        items = lake.read(ITEM_CLUSTERS).join(F.broadcast(item_rows), "cluster_id")
+        per_view = [F.max(F.when(F.col("view") == view, F.col("row"))).alias(view) for view in USER_VIEWS]
+        users = lake.read(USER_CLUSTERS).join(F.broadcast(user_rows), "cluster_id").groupBy("user_id").agg(*per_view)
+        return (
+            items.groupBy("item_id").agg(F.min("row").alias(ITEM_KNOWLEDGE)),
+            users.select(
+                "user_id", F.array(*[F.coalesce(view, F.lit(0)) for view in USER_VIEWS]).alias(USER_KNOWLEDGE)
+            ),
+        )
+
+
+def entity_knowledge_rows(lake: Lake, vocab: DataFrame, keyed: str | None) -> KnowledgeRows:
+    """Per item id its knowledge row and per user id its rows per view, for a run keyed by `keyed`:
+    cluster rows, the entity's own vocabulary index (individual), or 0 with one view (no knowledge)."""
+    if keyed == KEYED_BY_CLUSTER:
+        return ClusterRows.of(lake).entity_rows(lake)
+    index = F.col("index") if keyed == KEYED_BY_ENTITY else F.lit(0)
+    items = _vocab_codes(vocab, "item_id").select(F.col("_item").alias("item_id"), index.alias(ITEM_KNOWLEDGE))
+    users = _vocab_codes(vocab, "user_id").select(F.col("_item").alias("user_id"), F.array(index).alias(USER_KNOWLEDGE))
+    return items, users
 
 
 def knowledge_arrays(lake: Lake, vocab: DataFrame, mode: str, encoder_id: str) -> KnowledgeArrays:
+    if mode in GROUPED_MODES:
+        return _cluster_arrays(lake, mode, encoder_id)
+    sizes = cardinalities(vocab)
+    if sizes["item_id"] + sizes["user_id"] > INDIVIDUAL_MAX_ENTITIES:
+        raise ValueError(
+            f"individual knowledge holds one vector per entity in the model: {sizes['item_id']} items and "
+            f"{sizes['user_id']} users exceed its bound of {INDIVIDUAL_MAX_ENTITIES}; use knowledge mode collective"
+        )
+    vectors = _source_vectors(lake, mode, encoder_id)
+    return KnowledgeArrays(
+        _entity_table(vectors, vocab, "item", sizes["item_id"]),
+        _entity_table(vectors, vocab, "user", sizes["user_id"]),
+        1,
+        KEYED_BY_ENTITY,
+    )
+
+
+def _source_vectors(lake: Lake, source: str, encoder_id: str) -> DataFrame:
+    vectors = lake.read(KNOWLEDGE_VECTORS).where((F.col("source") == source) & (F.col("encoder_id") == encoder_id))
+    if vectors.isEmpty():
+        raise FileNotFoundError(
+            f"no {source} knowledge vectors from encoder {encoder_id}: run `reki encode` with knowledge.mode={source}"
+        )
+    return vectors
+
+
+def _cluster_arrays(lake: Lake, mode: str, encoder_id: str) -> KnowledgeArrays:
+    rows = ClusterRows.of(lake)
     if mode == CLUSTER_ONLY:
-        item_vectors, item_keys, user_vectors, user_keys = group_codes(lake)
+        item_vectors, user_vectors = group_codes(len(rows.items), len(rows.users))
     else:
-        source = "collective" if mode == SHUFFLED else mode
-        vectors = lake.read(KNOWLEDGE_VECTORS).where((F.col("source") == source) & (F.col("encoder_id") == encoder_id))
-        if vectors.isEmpty():
-            raise FileNotFoundError(
-                f"no {source} knowledge vectors from encoder {encoder_id}: "
-                f"run `reki encode` with knowledge.mode={source}"
-            )
-        item_vectors, item_keys = _vector_rows(vectors.where(F.col("entity_type") == "item"))
-        user_vectors, user_keys = _vector_rows(vectors.where(F.col("entity_type") == "user"))
+        vectors = _source_vectors(lake, "collective", encoder_id)
+        item_vectors = _cluster_table(vectors.where(F.col("entity_type") == "item"), rows.items)
+        user_vectors = _cluster_table(vectors.where(F.col("entity_type") == "user"), rows.users)
         if mode == SHUFFLED:
             item_vectors, user_vectors = deranged(item_vectors), deranged(user_vectors)
-    sizes = cardinalities(vocab)
-    items = vocab.where(F.col("field") == "item_id").select(F.col("value").alias("item_id"), "index")
-    users = vocab.where(F.col("field") == "user_id").select(F.col("value").alias("user_id"), "index")
-    grouped = mode in GROUPED_MODES
-    if grouped:
-        item_map = lake.read(ITEM_CLUSTERS).select("item_id", F.col("cluster_id").alias("key"))
-        user_map = lake.read(USER_CLUSTERS).select("user_id", "view", F.col("cluster_id").alias("key"))
-    else:
-        item_map = items.select("item_id", F.col("item_id").alias("key"))
-        user_map = users.select("user_id", F.lit("profile").alias("view"), F.col("user_id").alias("key"))
-    item_rows = np.zeros(sizes["item_id"], dtype=np.int64)
-    for row in items.join(item_map, "item_id").collect():
-        item_rows[row["index"]] = item_keys.get(row["key"], 0)
-    views = USER_VIEWS if grouped else ["profile"]
-    user_rows = np.zeros((sizes["user_id"], len(views)), dtype=np.int64)
-    for row in users.join(user_map, "user_id").collect():
-        if row["view"] in views:
-            user_rows[row["index"], views.index(row["view"])] = user_keys.get(row["key"], 0)
-    return KnowledgeArrays(item_vectors, item_rows, user_vectors, user_rows)
+    return KnowledgeArrays(item_vectors, user_vectors, len(USER_VIEWS), KEYED_BY_CLUSTER)
 
 
-def group_codes(lake: Lake) -> tuple[np.ndarray, dict[str, int], np.ndarray, dict[str, int]]:
+def _stacked(vectors: dict[object, np.ndarray], keys: list, rows: int) -> np.ndarray:
+    """Row i holds the vector of keys[i - 1] (zero where it has none); row 0 is the zero vector."""
+    dimension = len(next(iter(vectors.values()))) if vectors else 1
+    table = np.zeros((rows, dimension), dtype=np.float32)
+    for row, key in enumerate(keys, 1):
+        if key in vectors:
+            table[row] = vectors[key]
+    return table
+
+
+def _cluster_table(vectors: DataFrame, cluster_ids: list[str]) -> np.ndarray:
+    # One row per cluster.
+    found = {r["entity_id"]: np.asarray(r["vector"], dtype=np.float32) for r in vectors.collect()}
+    return _stacked(found, cluster_ids, len(cluster_ids) + 1)
+
+
+def _entity_table(vectors: DataFrame, vocab: DataFrame, entity_type: str, size: int) -> np.ndarray:
+    """Individual mode: the vector of each entity at its vocabulary index."""
+    codes = vocab.where(F.col("field") == f"{entity_type}_id").select(F.col("value").alias("entity_id"), "index")
+    typed = vectors.where(F.col("entity_type") == entity_type).join(codes, "entity_id")
+    # One row per entity, at most INDIVIDUAL_MAX_ENTITIES (checked by the caller).
+    found = {r["index"]: np.asarray(r["vector"], dtype=np.float32) for r in typed.select("index", "vector").collect()}
+    return _stacked(found, list(range(1, size)), size)
+
+
+def group_codes(item_groups: int, user_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """`cluster_only`: one one-hot code per item group and per user group, in one shared space.
     HEIN's first layer on a one-hot code is a learned embedding of the group id: the capacity of
     group membership, with no LLM text."""
-    # One row per cluster.
-    item_groups = sorted(r["cluster_id"] for r in lake.read(ITEM_CLUSTERS).select("cluster_id").distinct().collect())
-    user_groups = sorted(r["cluster_id"] for r in lake.read(USER_CLUSTERS).select("cluster_id").distinct().collect())
-    codes = np.eye(len(item_groups) + len(user_groups), dtype=np.float32)
+    codes = np.eye(item_groups + user_groups, dtype=np.float32)
     zero = np.zeros((1, codes.shape[1]), dtype=np.float32)
-    item_vectors = np.vstack([zero, codes[: len(item_groups)]])
-    user_vectors = np.vstack([zero, codes[len(item_groups) :]])
-    return (
-        item_vectors,
-        {key: i + 1 for i, key in enumerate(item_groups)},
-        user_vectors,
-        {key: i + 1 for i, key in enumerate(user_groups)},
-    )
+    return np.vstack([zero, codes[:item_groups]]), np.vstack([zero, codes[item_groups:]])
 
 
 def deranged(vectors: np.ndarray, seed: int = SHUFFLE_SEED) -> np.ndarray:
@@ -298,13 +430,3 @@ def deranged(vectors: np.ndarray, seed: int = SHUFFLE_SEED) -> np.ndarray:
     moved = vectors.copy()
     moved[order] = vectors[np.roll(order, -1)]  # a cycle through a random order: nothing stays put
     return moved
-
-
-def _vector_rows(vectors: DataFrame) -> tuple[np.ndarray, dict[str, int]]:
-    """Stacked vectors with a zero row 0, and each entity/cluster id's row."""
-    ordered = vectors.select("entity_id", "vector").orderBy("entity_id").toPandas()
-    keys = {key: i + 1 for i, key in enumerate(ordered["entity_id"])}
-    if ordered.empty:
-        return np.zeros((1, 1), dtype=np.float32), keys
-    stacked = np.stack([np.asarray(v, dtype=np.float32) for v in ordered["vector"]])
-    return np.vstack([np.zeros((1, stacked.shape[1]), dtype=np.float32), stacked]), keys

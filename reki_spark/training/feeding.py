@@ -13,24 +13,65 @@ import numpy as np
 import torch
 
 from reki_spark import console
-from reki_spark.models.base import CTR_FIELDS
+from reki_spark.models.base import CTR_FIELDS, ITEM_KNOWLEDGE, SEQUENCE_KNOWLEDGE, USER_KNOWLEDGE
+from reki_spark.training.data import KEYED_BY_ENTITY, USER_VIEWS
 
 
-def ctr_batch(columns: Mapping[str, Any], history_length: int, slots: int) -> dict[str, torch.Tensor]:
+def _column(columns: Mapping[str, Any], name: str) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(columns[name])).long()
+
+
+def _stacked(columns: Mapping[str, Any], names: list[str]) -> torch.Tensor:
+    return torch.stack([_column(columns, name) for name in names], dim=-1)
+
+
+def _user_rows(columns: Mapping[str, Any], keyed_by: str, user_field: str) -> torch.Tensor:
+    """(batch, views): the user's knowledge rows, per view (clusters) or its own index (entities)."""
+    if keyed_by == KEYED_BY_ENTITY:
+        return _column(columns, user_field).unsqueeze(1)
+    return _stacked(columns, [f"kuser{v}" for v in range(len(USER_VIEWS))])
+
+
+def ctr_batch(
+    columns: Mapping[str, Any], history_length: int, slots: int, keyed_by: str | None = None
+) -> dict[str, torch.Tensor]:
     """The model's CTR batch from the view's scalar columns (a Petastorm batch or a pandas frame):
     single-valued fields (batch,), `item_category` (batch, slots), `history` and `history_ratings`
-    (batch, length), `history_categories` (batch, length, slots), `label`."""
+    (batch, length), `history_categories` (batch, length, slots), `label`, and with knowledge the
+    example's knowledge rows (`keyed_by` clusters: the view's kitem and kuser{v}; entities: the
+    user's and item's own indices)."""
 
     def stacked(names: list[str]) -> torch.Tensor:
-        return torch.stack([torch.as_tensor(np.asarray(columns[name])).long() for name in names], dim=-1)
+        return _stacked(columns, names)
 
-    batch = {name: torch.as_tensor(np.asarray(columns[name])).long() for name in CTR_FIELDS if name != "item_category"}
+    batch = {name: _column(columns, name) for name in CTR_FIELDS if name != "item_category"}
     batch["item_category"] = stacked([f"cat{j}" for j in range(slots)])
     batch["history"] = stacked([f"hist{i}" for i in range(history_length)])
     batch["history_ratings"] = stacked([f"hrat{i}" for i in range(history_length)])
     categories = stacked([f"hcat{i}_{j}" for i in range(history_length) for j in range(slots)])
     batch["history_categories"] = categories.reshape(len(categories), history_length, slots)
     batch["label"] = torch.as_tensor(np.asarray(columns["label"])).float()
+    if keyed_by is not None:
+        batch[USER_KNOWLEDGE] = _user_rows(columns, keyed_by, "user_id")
+        batch[ITEM_KNOWLEDGE] = batch["item_id"] if keyed_by == KEYED_BY_ENTITY else _column(columns, "kitem")
+    return batch
+
+
+def sequence_batch(
+    columns: Mapping[str, Any], width: int, prefix: str, keyed_by: str | None
+) -> dict[str, torch.Tensor]:
+    """The model's sequential batch from scalar columns: `user`, `sequence` (prefix0..prefix{width-1}:
+    `seq` for training windows, `in` for evaluation rows) and with knowledge each position's item
+    knowledge row and the user's rows (clusters: the view's k{prefix}{i} and kuser{v}; entities:
+    the items' and the user's own indices)."""
+    batch = {"user": _column(columns, "user"), "sequence": _stacked(columns, [f"{prefix}{i}" for i in range(width)])}
+    if keyed_by is not None:
+        batch[USER_KNOWLEDGE] = _user_rows(columns, keyed_by, "user")
+        batch[SEQUENCE_KNOWLEDGE] = (
+            batch["sequence"]
+            if keyed_by == KEYED_BY_ENTITY
+            else _stacked(columns, [f"k{prefix}{i}" for i in range(width)])
+        )
     return batch
 
 
@@ -47,6 +88,7 @@ class PetastormBatches:
     # Sequential rows are regrouped by length across this many batches (see `by_length`).
     bucket_batches: int = 16
     category_slots: int = 1  # CTR: category codes per item
+    keyed_by: str | None = None  # what the rows' knowledge columns index (training.data.keyed_by)
 
     @contextlib.contextmanager
     def __call__(self, epoch: int, rank: int, world: int) -> Iterator[Iterator[dict[str, torch.Tensor]]]:
@@ -68,11 +110,8 @@ class PetastormBatches:
 
     def model_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if self.task == "ctr":
-            return ctr_batch(batch, self.width, self.category_slots)
-        return {
-            "user": batch["user"].long(),
-            "sequence": torch.stack([batch[f"seq{i}"].long() for i in range(self.width)], dim=1),
-        }
+            return ctr_batch(batch, self.width, self.category_slots, self.keyed_by)
+        return sequence_batch(batch, self.width, "seq", self.keyed_by)
 
 
 def by_length(

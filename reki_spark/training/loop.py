@@ -40,7 +40,7 @@ from reki_spark.models import (
     SeqSchema,
 )
 from reki_spark.training.data import KnowledgeArrays
-from reki_spark.training.feeding import ctr_batch
+from reki_spark.training.feeding import ctr_batch, sequence_batch
 
 CRASH_AFTER_STEPS_ENV = "REKI_FAULT_CRASH_AFTER_STEPS"
 MOSTPOP = "mostpop"
@@ -68,6 +68,11 @@ class ModelSpec:
     def name(self) -> str:
         return f"{self.task}-{self.model}-{self.knowledge}-seed{self.seed}"
 
+    @property
+    def keyed_by(self) -> str | None:
+        """What the knowledge rows of its examples index (None: a model without knowledge)."""
+        return None if self.knowledge_arrays is None else self.knowledge_arrays.keyed_by
+
 
 @dataclass(kw_only=True)
 class TrainJob(ModelSpec):
@@ -93,7 +98,7 @@ def build_model(spec: ModelSpec) -> nn.Module:
     knowledge = None
     if spec.knowledge_arrays is not None:
         arrays = spec.knowledge_arrays
-        knowledge = KnowledgeTables(arrays.item_vectors, arrays.item_rows, arrays.user_vectors, arrays.user_rows)
+        knowledge = KnowledgeTables(arrays.item_vectors, arrays.user_vectors, arrays.user_views)
     models = CTR_MODELS if spec.task == "ctr" else SEQUENTIAL_MODELS
     return models[spec.model](spec.schema, knowledge=knowledge, hein=spec.hein, **spec.params)
 
@@ -317,7 +322,14 @@ def evaluate(job: TrainJob, model: nn.Module, frame: pd.DataFrame) -> dict[str, 
         schema = job.schema
         probabilities = [
             torch.sigmoid(
-                model(ctr_batch(frame.iloc[i : i + job.eval_batch_size], schema.history_length, schema.category_slots))
+                model(
+                    ctr_batch(
+                        frame.iloc[i : i + job.eval_batch_size],
+                        schema.history_length,
+                        schema.category_slots,
+                        job.keyed_by,
+                    )
+                )
             )
             for i in range(0, len(frame), job.eval_batch_size)
         ]
@@ -333,11 +345,10 @@ def _ranking(job: TrainJob, model: nn.Module, frame: pd.DataFrame) -> dict[str, 
     full, sampled = [], []
     for start in range(0, len(frame), job.eval_batch_size):
         part = frame.iloc[start : start + job.eval_batch_size]
-        sequence = torch.as_tensor(part[[f"in{i}" for i in range(job.schema.max_length)]].to_numpy(), dtype=torch.long)
-        users = torch.as_tensor(part["user"].to_numpy(), dtype=torch.long)
+        batch = sequence_batch(part, job.schema.max_length, "in", job.keyed_by)
         targets = torch.as_tensor(part["target"].to_numpy(), dtype=torch.long)
         full_ranks, sampled_ranks = target_ranks(
-            model.item_scorer(sequence, users),
+            model.item_scorer(batch),
             targets,
             _padded(part["seen"]),
             job.schema.items,

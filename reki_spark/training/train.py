@@ -26,11 +26,15 @@ from reki_spark.lake import VOCAB, Lake
 from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS, CtrSchema, HeinSettings, SeqSchema
 from reki_spark.training.data import (
+    KEYED_BY_CLUSTER,
+    ClusterRows,
     KnowledgeArrays,
+    KnowledgeRows,
     build_vocab,
     cardinalities,
     ctr_view,
     item_popularity,
+    keyed_by,
     knowledge_arrays,
     sequence_targets,
     sequence_windows,
@@ -104,8 +108,11 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
         mode: None if mode == "none" else knowledge_arrays(lake, vocab, mode, config.encoder.model)
         for mode in training.knowledge
     }
+    # Every grouped mode's examples carry their cluster rows, joined once into the shared view.
+    grouped = any(keyed_by(mode) == KEYED_BY_CLUSTER for mode in training.knowledge)
+    rows = ClusterRows.of(lake).entity_rows(lake) if grouped else None
     for task, models in _tasks(training.models).items():
-        view = _task_view(lake, vocab, sizes, task, config)
+        view = _task_view(lake, vocab, sizes, task, config, rows)
         # Whole row groups are the shards: at least two files per process keeps every rank busy.
         converter = make_spark_converter(view.train.repartition(2 * training.num_processes))
         try:
@@ -137,6 +144,7 @@ def _train_job(
         seed,
         training.shuffle_buffer,
         category_slots=getattr(view.schema, "category_slots", 1),
+        keyed_by=None if knowledge is None else knowledge.keyed_by,
     )
     return TrainJob(
         **_spec_fields(config, view.task, model, mode, seed, view.schema, knowledge),
@@ -207,10 +215,12 @@ class TaskView:
     popularity: np.ndarray | None = None
 
 
-def _task_view(lake: Lake, vocab: DataFrame, sizes: dict[str, int], task: str, config: RekiConfig) -> TaskView:
+def _task_view(
+    lake: Lake, vocab: DataFrame, sizes: dict[str, int], task: str, config: RekiConfig, rows: KnowledgeRows | None
+) -> TaskView:
     if task == "ctr":
         schema = ctr_schema(config, sizes)
-        view = ctr_view(lake, vocab, schema)
+        view = ctr_view(lake, vocab, schema, rows)
         valid, test = (view.where(F.col("split") == split).drop("split").toPandas() for split in ("valid", "test"))
         train_rows = view.where(F.col("split") == "train").drop("split")
         return TaskView(task, schema, schema.history_length, train_rows, valid, test)
@@ -220,9 +230,9 @@ def _task_view(lake: Lake, vocab: DataFrame, sizes: dict[str, int], task: str, c
         task,
         SeqSchema(items=sizes["item_id"], users=sizes["user_id"], max_length=length),
         length + 1,
-        sequence_windows(lake, vocab, length),
-        sequence_targets(lake, vocab, length, "valid").toPandas(),
-        sequence_targets(lake, vocab, length, "test").toPandas(),
+        sequence_windows(lake, vocab, length, rows),
+        sequence_targets(lake, vocab, length, "valid", rows).toPandas(),
+        sequence_targets(lake, vocab, length, "test", rows).toPandas(),
         popularity=item_popularity(lake, vocab),
     )
 

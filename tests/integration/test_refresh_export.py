@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from pyspark.sql import functions as F
 
 from ray_workers.encode import encode
@@ -20,8 +21,8 @@ from reki_spark.export import export
 from reki_spark.features import build_features
 from reki_spark.knowledge.clustering import cluster_entities
 from reki_spark.knowledge.prompts import build_prompts
-from reki_spark.lake import ITEM_CLUSTERS, LEDGER, SERVING_VECTORS, USER_CLUSTERS, USERS, VOCAB, Lake
-from reki_spark.models.serving import entity_outputs
+from reki_spark.lake import ITEM_CLUSTERS, LEDGER, SERVING_VECTORS, USER_CLUSTERS, USERS, Lake
+from reki_spark.models.serving import row_outputs
 from reki_spark.serving import Scorer
 from reki_spark.training.loop import best_model
 from reki_spark.training.train import model_spec, train
@@ -98,20 +99,29 @@ def test_export_vectors_torchscript_parity_and_scoring(spark, knowledge_lake, tm
     folder = export(spark, config)
     meta = json.loads((folder / "export.json").read_text())
     assert meta["parity_max_abs_diff"] <= 1e-5 and meta["example_rows"] > 0
-    vectors = Lake(spark, config.lake).read(SERVING_VECTORS)
+    lake = Lake(spark, config.lake)
+    vectors = lake.read(SERVING_VECTORS)
     assert vectors.where("entity_type = 'user'").count() == 60 and vectors.where("entity_type = 'item'").count() == 48
     widths = {(r["entity_type"], len(r["vector"])) for r in vectors.collect()}
     assert widths == {("user", 64), ("item", 32)}  # a user's positive and negative views stay apart
     assert len(pd.read_parquet(folder / "serving_vectors.parquet")) == 108
-    # The executors' vectors are the ones the folded TorchScript model was built from.
+    # The executors' vectors are the ones the folded TorchScript model was built from: HEIN's output
+    # of each entity's knowledge rows, which travel in the entity features.
     model = best_model(model_spec(spark, config, "din", "collective", 1))
-    fields = model.schema.fields
-    user_out, item_out = entity_outputs(model.adapter, fields["user_id"], fields["item_id"])
-    codes = {(r["field"], r["value"]): r["index"] for r in Lake(spark, config.lake).read(VOCAB).collect()}
+    user_out, item_out = row_outputs(model.adapter)
+    features = pd.read_parquet(folder / "entity_features.parquet").set_index(["entity_type", "entity_id"])
     for row in vectors.collect():
-        table = user_out if row["entity_type"] == "user" else item_out
-        expected = table[codes[(f"{row['entity_type']}_id", row["entity_id"])]]
+        entity = features.loc[(row["entity_type"], row["entity_id"])]
+        if row["entity_type"] == "user":
+            expected = user_out[list(entity["user_knowledge"])].flatten()
+        else:
+            expected = item_out[int(entity["item_knowledge"])]
         assert np.allclose(row["vector"], expected.detach().numpy(), atol=1e-6), row["entity_id"]
+    # The exported model holds HEIN's terms per cluster row, not per entity.
+    clusters = {t: lake.read(t).select("cluster_id").distinct().count() for t in (ITEM_CLUSTERS, USER_CLUSTERS)}
+    buffers = dict(torch.jit.load(str(folder / "model.pt")).named_buffers())
+    assert len(buffers["model.head.item_terms"]) == clusters[ITEM_CLUSTERS] + 1
+    assert len(buffers["model.head.user_terms"]) == 2 * (clusters[USER_CLUSTERS] + 1)  # per view
     scorer = Scorer(folder)
     ranked = scorer.rank("1", ["1", "2", "3", "unknown-item"], history=["4", "5"])
     assert sorted(item for item, _ in ranked) == ["1", "2", "3", "unknown-item"]

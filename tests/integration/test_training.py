@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
@@ -181,20 +182,28 @@ def test_killed_training_resumes_to_the_same_step_count(spark, trained_lake, tmp
 
 
 def test_knowledge_controls_train_beside_collective(spark, trained_lake):
-    from reki_spark.lake import Lake
-    from reki_spark.training.data import build_vocab, knowledge_arrays
+    from reki_spark.lake import ITEM_CLUSTERS, USER_CLUSTERS, Lake
+    from reki_spark.training.data import KEYED_BY_CLUSTER, ClusterRows, build_vocab, knowledge_arrays
 
     modes = ["collective", "shuffled", "cluster_only"]
     config = tiny_config(trained_lake, 'training.models=["din"]', f"training.knowledge={json.dumps(modes)}", *ONE_EPOCH)
     lake = Lake(spark, config.lake)
     vocab = build_vocab(lake)
     real, shuffled, codes = (knowledge_arrays(lake, vocab, mode, config.encoder.model) for mode in modes)
-    # shuffled: the same vectors and the same entity -> group map, every vector in another group
-    assert (shuffled.item_rows == real.item_rows).all() and (shuffled.user_rows == real.user_rows).all()
+    # The three share the cluster rows that the examples carry: one row per cluster, vectors alone differ.
+    assert {arrays.keyed_by for arrays in (real, shuffled, codes)} == {KEYED_BY_CLUSTER}
+    assert len(codes.item_vectors) == len(real.item_vectors) and len(codes.user_vectors) == len(real.user_vectors)
+    assert (np.abs(real.item_vectors[1:]).sum(axis=1) > 0).all()  # every cluster found its LLM vector
+    # shuffled: the same vectors, every vector in another group
     assert sorted(map(tuple, shuffled.item_vectors.tolist())) == sorted(map(tuple, real.item_vectors.tolist()))
     assert not (shuffled.item_vectors[1:] == real.item_vectors[1:]).all(axis=1).any()
-    # cluster_only: one one-hot code per group, no text; the same entities have a group
+    # cluster_only: one one-hot code per group, no text
     assert (codes.item_vectors[1:].sum(axis=1) == 1).all() and (codes.user_vectors[1:].sum(axis=1) == 1).all()
-    assert ((codes.item_rows > 0) == (real.item_rows > 0)).all()
+    # every clustered entity carries a row of its group; users one per view
+    item_rows, user_rows = ClusterRows.of(lake).entity_rows(lake)
+    assert item_rows.count() == lake.read(ITEM_CLUSTERS).select("item_id").distinct().count()
+    assert item_rows.where("item_knowledge = 0").isEmpty()
+    views = {r["n"] for r in user_rows.selectExpr("size(user_knowledge) AS n").distinct().collect()}
+    assert views == {2} and user_rows.count() == lake.read(USER_CLUSTERS).select("user_id").distinct().count()
     results = train(spark, config)
     assert {r["knowledge"] for r in results} == set(modes)

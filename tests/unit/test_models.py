@@ -6,21 +6,27 @@ import pytest
 import torch
 
 from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, Hein, KnowledgeTables, SeqSchema
-from reki_spark.models.base import CTR_FIELDS, DEFAULT_HEIN
+from reki_spark.models.base import CTR_FIELDS, DEFAULT_HEIN, ITEM_KNOWLEDGE, SEQUENCE_KNOWLEDGE, USER_KNOWLEDGE
 from reki_spark.models.serving import PrecomputedKnowledge, serving_copy
 
 D = 16
 
 
-def _knowledge(items: int = 10, users: int = 8, views: int = 2) -> KnowledgeTables:
+def _knowledge(views: int = 2) -> KnowledgeTables:
+    """Three item clusters and four user clusters (row 0: no knowledge)."""
     rng = np.random.default_rng(0)
     item_vectors = np.vstack([np.zeros((1, D)), rng.normal(size=(3, D))]).astype(np.float32)
     user_vectors = np.vstack([np.zeros((1, D)), rng.normal(size=(4, D))]).astype(np.float32)
-    item_rows = rng.integers(1, 4, size=items)
-    item_rows[0] = 0
-    user_rows = rng.integers(1, 5, size=(users, views))
-    user_rows[0] = 0
-    return KnowledgeTables(item_vectors, item_rows, user_vectors, user_rows)
+    return KnowledgeTables(item_vectors, user_vectors, views)
+
+
+def _rows(n: int, views: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Each example's knowledge rows, as the training views carry them (some 0: no knowledge)."""
+    generator = torch.Generator().manual_seed(seed)
+    return {
+        USER_KNOWLEDGE: torch.randint(0, 5, (n, views), generator=generator),
+        ITEM_KNOWLEDGE: torch.randint(0, 4, (n,), generator=generator),
+    }
 
 
 def test_hein_shapes_and_gate_weights():
@@ -42,11 +48,20 @@ def test_knowledge_lookup_is_frozen_and_keeps_user_views_apart():
     tables = _knowledge()
     assert not any(p.requires_grad for p in tables.parameters())
     assert torch.count_nonzero(tables.items(torch.tensor([0]))) == 0
-    user = torch.tensor([3])
-    rows = tables.user_rows[3]
-    vectors, present = tables.users(user)
-    assert torch.equal(vectors[0], tables.user_vectors[rows])  # likes and dislikes never mixed
-    assert present[0].tolist() == (rows > 0).tolist()
+    rows = torch.tensor([[2, 0]])
+    vectors, present = tables.users(rows)
+    assert torch.equal(vectors[0], tables.user_vectors[rows[0]])  # likes and dislikes never mixed
+    assert present[0].tolist() == [True, False]
+
+
+def test_the_model_holds_cluster_tables_only_whatever_the_number_of_entities():
+    schema = CtrSchema(fields={field: 10 for field in CTR_FIELDS} | {"user_id": 100_000, "item_id": 50_000})
+    model = CTR_MODELS["din"](schema, embedding_dim=8, knowledge=_knowledge())
+    buffers = dict(model.named_buffers())
+    assert {name: tuple(b.shape) for name, b in buffers.items()} == {
+        "adapter.knowledge.item_vectors": (4, D),
+        "adapter.knowledge.user_vectors": (5, D),
+    }
 
 
 def test_a_missing_user_view_contributes_zeros_not_heins_bias():
@@ -54,8 +69,7 @@ def test_a_missing_user_view_contributes_zeros_not_heins_bias():
 
     adapter = KnowledgeAdapter(_knowledge(), DEFAULT_HEIN)
     assert adapter.output_dim == 3 * DEFAULT_HEIN.output  # positive, negative, item
-    adapter.knowledge.user_rows[3, 1] = 0
-    positive, negative = adapter.users(torch.tensor([3])).split(DEFAULT_HEIN.output, dim=-1)
+    positive, negative = adapter.users(torch.tensor([[3, 0]])).split(DEFAULT_HEIN.output, dim=-1)
     assert torch.count_nonzero(negative) == 0 and torch.count_nonzero(positive) > 0
 
 
@@ -64,7 +78,7 @@ def _ctr_batch(n: int = 6, history: int = 5) -> dict:
     batch = {name: torch.randint(0, 8, (n,), generator=generator) for name in CTR_FIELDS}
     batch["history"] = torch.randint(0, 10, (n, history), generator=generator)
     batch["label"] = torch.randint(0, 2, (n,), generator=generator).float()
-    return batch
+    return batch | _rows(n)
 
 
 @pytest.mark.parametrize("name", sorted(CTR_MODELS))
@@ -87,7 +101,7 @@ def test_ctr_backbones_train_a_step(name, with_knowledge):
 def test_serving_copy_scores_like_the_trained_model_without_running_hein(name):
     torch.manual_seed(0)
     schema = CtrSchema(fields={field: 10 for field in CTR_FIELDS})
-    model = CTR_MODELS[name](schema, embedding_dim=32, knowledge=_knowledge(users=10)).eval()
+    model = CTR_MODELS[name](schema, embedding_dim=32, knowledge=_knowledge()).eval()
     served = serving_copy(model)
     batch = _ctr_batch(n=32)
     with torch.no_grad():
@@ -104,13 +118,16 @@ def test_serving_copy_scores_like_the_trained_model_without_running_hein(name):
 def test_sequential_backbones_score_every_item(name, with_knowledge):
     torch.manual_seed(0)
     schema = SeqSchema(items=10, users=8, max_length=6)
-    model = SEQUENTIAL_MODELS[name](schema, embedding=16, knowledge=_knowledge(views=2) if with_knowledge else None)
+    model = SEQUENTIAL_MODELS[name](schema, embedding=16, knowledge=_knowledge() if with_knowledge else None)
     sequence = torch.tensor([[0, 0, 3, 4, 5, 6, 7], [1, 2, 3, 4, 5, 6, 9]])
-    loss = model.loss({"sequence": sequence, "user": torch.tensor([1, 2])})
+    rows = {SEQUENCE_KNOWLEDGE: sequence % 4, USER_KNOWLEDGE: torch.tensor([[1, 2], [3, 0]])}
+    loss = model.loss({"sequence": sequence, "user": torch.tensor([1, 2]), **rows})
     loss.backward()
     assert torch.isfinite(loss)
     model.eval()
-    score = model.item_scorer(sequence[:, 1:], torch.tensor([1, 2]))
+    inputs = {"sequence": sequence[:, 1:], "user": torch.tensor([1, 2]), **rows}
+    inputs[SEQUENCE_KNOWLEDGE] = inputs[SEQUENCE_KNOWLEDGE][:, 1:]
+    score = model.item_scorer(inputs)
     every_item = score(torch.arange(10))
     assert every_item.shape == (2, 10)
     # per-row candidates score as the same items in the shared-catalogue call
