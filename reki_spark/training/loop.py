@@ -262,10 +262,26 @@ def _checkpoint_path(spec: ModelSpec) -> Path:
     return Path(spec.checkpoint_dir) / spec.name / "last.pt"
 
 
+# Buffers of checkpoints written before knowledge rows travelled with the examples: the model then
+# held per-entity maps to the same cluster rows (cluster ids in sorted order, as `ClusterRows`).
+LEGACY_BUFFERS = ("adapter.knowledge.item_rows", "adapter.knowledge.user_rows")
+
+
+def _loadable(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: value for name, value in state.items() if not name.endswith(LEGACY_BUFFERS)}
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved["model"] = _loadable(saved["model"])
+    saved["state"]["best_state"] = _loadable(saved["state"]["best_state"])
+    return saved
+
+
 def _resume(job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
     path = _checkpoint_path(job)
     if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = _load_checkpoint(path)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -308,7 +324,7 @@ def best_model(spec: ModelSpec) -> nn.Module:
     path = _checkpoint_path(spec)
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint for {spec.name} under {spec.checkpoint_dir}: run `reki train` first")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    saved = _load_checkpoint(path)
     model = build_model(spec)
     model.load_state_dict(saved["state"]["best_state"])
     return model
