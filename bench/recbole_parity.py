@@ -28,7 +28,6 @@ import types
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from bench.common import RESULTS, Measure, save
@@ -40,14 +39,15 @@ from reki_spark.lake import VOCAB, Lake
 from reki_spark.models import SeqSchema
 from reki_spark.session import get_spark
 from reki_spark.training.data import cardinalities, sequence_targets
+from reki_spark.training.feeding import SplitFiles
 from reki_spark.training.loop import evaluate
-from reki_spark.training.train import train
+from reki_spark.training.train import part_files, train
 
 METRICS = ["ndcg@10_full", "recall@10_full", "ndcg@10_sampled99", "recall@10_sampled99"]
 
 
 def reference_results(
-    args: argparse.Namespace, item_tokens: list[str], schema: SeqSchema, test: pd.DataFrame
+    args: argparse.Namespace, item_tokens: list[str], schema: SeqSchema, test: list[str]
 ) -> list[dict]:
     """RecBole's test metrics per seed, from weights trained elsewhere or trained here."""
     folder = Path(args.reference) if args.reference else Path(args.work) / "recbole"
@@ -61,9 +61,14 @@ def reference_results(
         with tempfile.TemporaryDirectory() as work:
             scorer = RecBoleScores(folder / run["weights"], seed, item_tokens, Path(work))
         job = types.SimpleNamespace(
-            task="sequential", schema=schema, eval_batch_size=1024, eval_item_chunk=8192, seed=seed
+            task="sequential",
+            schema=schema,
+            splits=SplitFiles({"test": test}, 1024),
+            eval_item_chunk=8192,
+            seed=seed,
+            keyed_by=None,
         )
-        results.append({"model": "recbole-sasrec", **run, **evaluate(job, scorer, test)})
+        results.append({"model": "recbole-sasrec", **run, **evaluate(job, scorer, "test")})
     return results
 
 
@@ -107,7 +112,7 @@ def main() -> None:
     sizes = cardinalities(vocab)
     schema = SeqSchema(items=sizes["item_id"], users=sizes["user_id"], max_length=length)
     tokens = vocab.where("field = 'item_id'").orderBy("index").select("value").toPandas()["value"].tolist()
-    test = sequence_targets(lake, vocab, length, "test").toPandas()
+    test = part_files(sequence_targets(lake, vocab, length, "test"), folder / "test", 2)
     reference = reference_results(args, ["", *tokens], schema, test)
     report(product, reference, cpu_epoch_seconds(args.timing_epochs), args, length)
 

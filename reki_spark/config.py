@@ -96,6 +96,10 @@ class SparkConfig(_Strict):
     # Used in local mode only: under spark-submit the cluster's own settings win.
     master: str = "local[2]"
     driver_memory: str = "6g"
+    # The most that one action may bring to the driver: every collect in the pipeline is bounded by
+    # clusters, fields or files, so a per-row collect that slips in fails here (the driver-budget test
+    # runs the pipeline at 1m).
+    max_result_size: str = "1g"
     shuffle_partitions: int = Field(8, ge=1)
     app_name: str = "reki"
     ui: bool = False

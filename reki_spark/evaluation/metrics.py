@@ -1,15 +1,21 @@
-"""Metrics: AUC and LogLoss from scikit-learn for CTR; NDCG@K and Recall@K for next-item ranking
-from the target's rank (one relevant item per user, checked against scikit-learn in the tests).
-Full ranking scores every item not already in the user's history; the sampled protocol scores the
-target against 99 items the user never interacted with."""
+"""Metrics: AUC and LogLoss for CTR; NDCG@K and Recall@K for next-item ranking from the target's rank
+(one relevant item per user); checked against scikit-learn in the tests. Full ranking scores every
+item not already in the user's history; the sampled protocol scores the target against 99 items the
+user never interacted with.
+
+Every metric is computed from additive statistics (`CtrSums`, `RankingSums`): each evaluation
+rank adds its own shard's batches, the ranks' sums are added together (one all-reduce of a
+fixed-size vector), and the metric comes from the total. AUC comes from per-label histograms of the
+click probability in 2^20 bins: two scores in one bin count as a tie (half a correct pair), which
+moves AUC by at most the share of positive-negative pairs closer than 1e-6, and makes the result
+independent of how the rows were split across ranks."""
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
-from sklearn.metrics import log_loss, roc_auc_score
+from torch import distributed as dist
 
 from reki_spark.models.sequential import ItemScorer
 
@@ -19,18 +25,73 @@ PRIMARY = {"ctr": "auc", "sequential": f"ndcg@10_{FULL}"}
 SAMPLED_NEGATIVES = 99
 
 
-def ctr_metrics(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
-    clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
-    return {"auc": float(roc_auc_score(labels, clipped)), "logloss": float(log_loss(labels, clipped, labels=[0, 1]))}
+AUC_BINS = 1 << 20
+CUTOFF = 10
 
 
-def ranking_metrics(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
-    ranks = np.asarray(ranks)
-    hit = ranks < k
-    return {
-        f"ndcg@{k}": float(np.mean(np.where(hit, 1.0 / np.log2(ranks + 2), 0.0))),
-        f"recall@{k}": float(np.mean(hit)),
-    }
+class MetricSums:
+    """A fixed-size float64 vector of sums (counts stay exact up to 2^53), added batch by batch and
+    across ranks; subclasses say what the entries are and how metrics follow from them."""
+
+    size: int
+
+    def __init__(self) -> None:
+        self.values = torch.zeros(self.size, dtype=torch.float64)
+
+    def reduce(self) -> None:
+        """Adds every rank's sums into each rank's (each rank of the process group must call it)."""
+        dist.all_reduce(self.values)
+
+    def metrics(self) -> dict[str, float]:
+        raise NotImplementedError
+
+
+class CtrSums(MetricSums):
+    """[positives per probability bin; negatives per bin; summed log loss; rows]."""
+
+    size = 2 * AUC_BINS + 2
+
+    def add(self, labels: torch.Tensor, probabilities: torch.Tensor) -> None:
+        clipped = probabilities.double().clamp(1e-7, 1 - 1e-7)
+        positive = labels.double() > 0.5
+        bins = (clipped * AUC_BINS).long().clamp(max=AUC_BINS - 1)
+        self.values[: 2 * AUC_BINS] += torch.bincount(bins + AUC_BINS * (~positive), minlength=2 * AUC_BINS)
+        losses = torch.where(positive, clipped.log(), (1 - clipped).log())
+        self.values[-2] -= losses.sum()
+        self.values[-1] += len(labels)
+
+    def metrics(self) -> dict[str, float]:
+        positives, negatives = self.values[:AUC_BINS], self.values[AUC_BINS : 2 * AUC_BINS]
+        below = negatives.cumsum(0) - negatives  # negatives in lower bins
+        pairs = positives.sum() * negatives.sum()
+        correct = (positives * below).sum() + 0.5 * (positives * negatives).sum()
+        return {
+            "auc": float(correct / pairs) if pairs > 0 else math.nan,
+            "logloss": float(self.values[-2] / self.values[-1]) if self.values[-1] > 0 else math.nan,
+        }
+
+
+class RankingSums(MetricSums):
+    """[NDCG@10, Recall@10 summed over rows, full ranking; the same, sampled; rows]."""
+
+    size = 5
+
+    def add(self, full_ranks: torch.Tensor, sampled_ranks: torch.Tensor) -> None:
+        for offset, ranks in ((0, full_ranks), (2, sampled_ranks)):
+            hit = ranks < CUTOFF
+            self.values[offset] += torch.where(hit, 1.0 / torch.log2(ranks.double() + 2), 0.0).sum()
+            self.values[offset + 1] += hit.sum()
+        self.values[4] += len(full_ranks)
+
+    def metrics(self) -> dict[str, float]:
+        rows = float(self.values[4])
+        names = (
+            f"ndcg@{CUTOFF}_{FULL}",
+            f"recall@{CUTOFF}_{FULL}",
+            f"ndcg@{CUTOFF}_{SAMPLED}",
+            f"recall@{CUTOFF}_{SAMPLED}",
+        )
+        return {name: float(self.values[i]) / rows if rows else math.nan for i, name in enumerate(names)}
 
 
 def target_ranks(

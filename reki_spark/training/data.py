@@ -266,16 +266,11 @@ def _with_valid(prefix: Column, valid: Column, split: str) -> Column:
     return prefix if split == "valid" else F.concat(prefix, F.array(valid.cast("int")))
 
 
-def item_popularity(lake: Lake, vocab: DataFrame) -> np.ndarray:
-    """Per item index: how often the item occurs in the training prefixes (MostPop's scores)."""
-    sizes = cardinalities(vocab)
+def item_popularity(lake: Lake, vocab: DataFrame) -> DataFrame:
+    """(index, count): how often each item occurs in the training prefixes (MostPop's scores)."""
     items = vocab.where(F.col("field") == "item_id").select(F.col("value").alias("item_id"), "index")
     counts = lake.read(SEQUENCES).select(F.explode("item_ids").alias("item_id")).groupBy("item_id").count()
-    popularity = np.zeros(sizes["item_id"], dtype=np.float32)
-    # One row per item of the catalogue: bounded like the vocabulary.
-    for row in counts.join(items, "item_id").select("index", "count").collect():
-        popularity[row["index"]] = row["count"]
-    return popularity
+    return counts.join(items, "item_id").select(F.col("index").cast("long"), F.col("count").cast("float"))
 
 
 @dataclass

@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import torch
 
 from reki_spark import console
@@ -138,3 +141,25 @@ def _regrouped(batches: list[dict[str, torch.Tensor]], generator: torch.Generato
     pieces = [order[i : i + size] for i in range(0, len(order), size)]
     for piece in torch.randperm(len(pieces), generator=generator).tolist():
         yield {name: column[pieces[piece]] for name, column in pooled.items()}
+
+
+@dataclass
+class SplitFiles:
+    """The valid and test rows of a task as Parquet part files written by Spark's executors (URIs
+    of any filesystem pyarrow reaches). Each evaluating rank reads the files of its shard (file i
+    goes to rank i mod world) batch by batch, so neither the driver nor any rank holds a split."""
+
+    files: dict[str, list[str]]  # split -> part files, in a fixed order
+    batch_size: int
+
+    def batches(self, split: str, rank: int = 0, world: int = 1) -> Iterator[tuple[tuple[int, int], pd.DataFrame]]:
+        """(file number, batch number) and the rows of each batch of this rank's shard: the key
+        names a batch whatever the number of ranks, so per-batch random draws can be seeded by it."""
+        for number, uri in enumerate(self.files[split]):
+            if number % world != rank:
+                continue
+            filesystem, path = pafs.FileSystem.from_uri(uri)
+            with filesystem.open_input_file(path) as handle:
+                for index, batch in enumerate(pq.ParquetFile(handle).iter_batches(self.batch_size)):
+                    # One batch (batch_size rows) of this rank's shard, in the rank, never the driver.
+                    yield (number, index), batch.to_pandas()

@@ -17,19 +17,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import torch
 from torch import distributed as dist
 from torch import nn
 
 from reki_spark import console
-from reki_spark.evaluation.metrics import (
-    FULL,
-    PRIMARY,
-    SAMPLED,
-    ctr_metrics,
-    ranking_metrics,
-    target_ranks,
-)
+from reki_spark.evaluation.metrics import PRIMARY, CtrSums, MetricSums, RankingSums, target_ranks
 from reki_spark.models import (
     CTR_MODELS,
     SEQUENTIAL_MODELS,
@@ -40,7 +35,7 @@ from reki_spark.models import (
     SeqSchema,
 )
 from reki_spark.training.data import KnowledgeArrays
-from reki_spark.training.feeding import ctr_batch, sequence_batch
+from reki_spark.training.feeding import SplitFiles, ctr_batch, sequence_batch
 
 CRASH_AFTER_STEPS_ENV = "REKI_FAULT_CRASH_AFTER_STEPS"
 MOSTPOP = "mostpop"
@@ -61,8 +56,8 @@ class ModelSpec:
     # The model constructor's keyword arguments (its block in the config).
     params: dict[str, Any] = field(default_factory=dict)
     hein: HeinSettings = field(default_factory=HeinSettings)
-    # MostPop only: per item index, its count in the training split.
-    popularity: np.ndarray | None = None
+    # MostPop only: Parquet part files of (index, count), each item's count in the training split.
+    popularity: list[str] | None = None
 
     @property
     def name(self) -> str:
@@ -80,8 +75,7 @@ class TrainJob(ModelSpec):
 
     open_loader: LoaderFactory  # (epoch, rank, world) -> context manager yielding batches
     train_rows: int
-    valid: pd.DataFrame
-    test: pd.DataFrame
+    splits: SplitFiles  # valid and test rows, read by every rank from its own shard
     epochs: int = 20
     patience: int = 3
     batch_size: int = 1024
@@ -94,7 +88,7 @@ class TrainJob(ModelSpec):
 def build_model(spec: ModelSpec) -> nn.Module:
     if spec.model == MOSTPOP:
         assert isinstance(spec.schema, SeqSchema)
-        return MostPop(spec.schema, spec.popularity)
+        return MostPop(spec.schema, item_counts(spec.popularity or [], spec.schema.items))
     knowledge = None
     if spec.knowledge_arrays is not None:
         arrays = spec.knowledge_arrays
@@ -156,7 +150,7 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
                     os._exit(3)
         state["epoch"] = epoch + 1
         train_loss = float(torch.stack(losses).mean()) if losses else math.nan
-        stop = _end_of_epoch(job, model, state, rank, train_loss, time.perf_counter() - epoch_started)
+        stop = _end_of_epoch(job, model, state, (rank, world), train_loss, time.perf_counter() - epoch_started)
         # Kept in the checkpoint: a resumed or reloaded run reports all its epochs' time, not this call's.
         state["seconds"] = state.get("seconds", 0.0) + time.perf_counter() - epoch_started
         if world > 1:
@@ -168,13 +162,14 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
         if stop:
             break
     checksums = _replica_checksums(model, world)
-    if rank != 0:
-        return {}
     if not state["finished"]:
         model.load_state_dict(state["best_state"])
-        state["test"] = evaluate(job, model, job.test)
+        state["test"] = evaluate(job, model, "test", rank, world)
         state["finished"] = True
-        _save(job, model, optimizer, scheduler, state)
+        if rank == 0:
+            _save(job, model, optimizer, scheduler, state)
+    if rank != 0:
+        return {}
     return {
         **identity(job),
         **state["test"],
@@ -193,7 +188,7 @@ def _counted_baseline(job: TrainJob, model: nn.Module) -> dict[str, Any]:
     started = time.perf_counter()
     return {
         **identity(job),
-        **evaluate(job, model, job.test),
+        **evaluate(job, model, "test"),
         "best_epoch": 0,
         "epochs_trained": 0,
         "steps": 0,
@@ -232,13 +227,13 @@ def _joined(trained: nn.Module, world: int) -> Iterator[None]:
 
 
 def _end_of_epoch(
-    job: TrainJob, model: nn.Module, state: dict[str, Any], rank: int, train_loss: float, seconds: float
+    job: TrainJob, model: nn.Module, state: dict[str, Any], place: tuple[int, int], train_loss: float, seconds: float
 ) -> bool:
-    """Rank 0 scores the validation split, records the epoch and decides whether to stop early."""
-    if rank != 0:
-        return False
-    valid = evaluate(job, model, job.valid)
-    score = valid[PRIMARY[job.task]]
+    """Every rank scores its shard of the validation split; with the metric reduced across ranks,
+    every rank keeps the same best state (the replicas are equal), and rank 0 records the epoch and
+    decides whether to stop early."""
+    rank, world = place
+    score = evaluate(job, model, "valid", rank, world)[PRIMARY[job.task]]
     if score > state["best_score"]:
         state.update(
             best_score=score,
@@ -248,6 +243,8 @@ def _end_of_epoch(
         )
     else:
         state["bad_epochs"] += 1
+    if rank != 0:
+        return False
     state.setdefault("history", []).append(
         {"epoch": state["epoch"], "train_loss": train_loss, "valid": score, "seconds": seconds}
     )
@@ -331,51 +328,45 @@ def best_model(spec: ModelSpec) -> nn.Module:
 
 
 @torch.no_grad()
-def evaluate(job: TrainJob, model: nn.Module, frame: pd.DataFrame) -> dict[str, float]:
+def evaluate(job: TrainJob, model: nn.Module, split: str, rank: int = 0, world: int = 1) -> dict[str, float]:
+    """The metrics of `split`: this rank scores its shard of `world` and the sums are reduced across
+    the ranks (with world > 1 every rank must call it), so the result does not depend on how many
+    ranks share the split."""
     model.eval()
+    sums: MetricSums
     if job.task == "ctr":
         assert isinstance(job.schema, CtrSchema)
-        schema = job.schema
-        probabilities = [
-            torch.sigmoid(
-                model(
-                    ctr_batch(
-                        frame.iloc[i : i + job.eval_batch_size],
-                        schema.history_length,
-                        schema.category_slots,
-                        job.keyed_by,
-                    )
-                )
-            )
-            for i in range(0, len(frame), job.eval_batch_size)
-        ]
-        return ctr_metrics(frame["label"].to_numpy(), torch.cat(probabilities).numpy())
-    return _ranking(job, model, frame)
+        schema, sums = job.schema, CtrSums()
+        for _, frame in job.splits.batches(split, rank, world):
+            batch = ctr_batch(frame, schema.history_length, schema.category_slots, job.keyed_by)
+            sums.add(batch["label"], torch.sigmoid(model(batch)))
+    else:
+        sums = _ranking(job, model, split, rank, world)
+    if world > 1:
+        sums.reduce()
+    return sums.metrics()
 
 
-def _ranking(job: TrainJob, model: nn.Module, frame: pd.DataFrame) -> dict[str, float]:
-    """Full and sampled ranking of each row's target; the items a row's user saw before it travel
-    with the row (`seen`), so no per-user table is held here."""
+def _ranking(job: TrainJob, model: nn.Module, split: str, rank: int, world: int) -> RankingSums:
+    """Full and sampled ranks of each row's target; the items a row's user saw before it travel
+    with the row (`seen`), so no per-user table is held here. The sampled negatives of a batch are
+    drawn from a stream seeded by the run and the batch's place in the split's files, so they are
+    the same however many ranks share the split."""
     assert isinstance(job.schema, SeqSchema)
-    generator = torch.Generator().manual_seed(job.seed)
-    full, sampled = [], []
-    for start in range(0, len(frame), job.eval_batch_size):
-        part = frame.iloc[start : start + job.eval_batch_size]
-        batch = sequence_batch(part, job.schema.max_length, "in", job.keyed_by)
-        targets = torch.as_tensor(part["target"].to_numpy(), dtype=torch.long)
+    sums = RankingSums()
+    for (number, index), frame in job.splits.batches(split, rank, world):
+        batch = sequence_batch(frame, job.schema.max_length, "in", job.keyed_by)
+        stream = int(np.random.SeedSequence([job.seed, number, index]).generate_state(1)[0])
         full_ranks, sampled_ranks = target_ranks(
             model.item_scorer(batch),
-            targets,
-            _padded(part["seen"]),
+            torch.as_tensor(frame["target"].to_numpy(), dtype=torch.long),
+            _padded(frame["seen"]),
             job.schema.items,
             job.eval_item_chunk,
-            generator,
+            torch.Generator().manual_seed(stream),
         )
-        full.append(full_ranks)
-        sampled.append(sampled_ranks)
-    metrics = {f"{name}_{FULL}": value for name, value in ranking_metrics(torch.cat(full).numpy()).items()}
-    metrics.update({f"{name}_{SAMPLED}": value for name, value in ranking_metrics(torch.cat(sampled).numpy()).items()})
-    return metrics
+        sums.add(full_ranks, sampled_ranks)
+    return sums
 
 
 def _padded(arrays: pd.Series) -> torch.Tensor:
@@ -384,3 +375,13 @@ def _padded(arrays: pd.Series) -> torch.Tensor:
     codes = np.zeros((len(arrays), max(1, int(lengths.max(initial=0)))), dtype=np.int64)
     codes[np.arange(codes.shape[1]) < lengths[:, None]] = np.concatenate([np.asarray(a) for a in arrays] or [[]])
     return torch.as_tensor(codes)
+
+
+def item_counts(files: list[str], items: int) -> np.ndarray:
+    """Per item index its count, from Parquet part files of (index, count) (0 for items absent)."""
+    counts = np.zeros(items, dtype=np.float32)
+    for uri in files:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        table = pq.read_table(path, filesystem=filesystem)
+        counts[table["index"].to_numpy()] = table["count"].to_numpy()
+    return counts

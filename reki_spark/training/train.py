@@ -14,8 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -39,7 +37,7 @@ from reki_spark.training.data import (
     sequence_targets,
     sequence_windows,
 )
-from reki_spark.training.feeding import PetastormBatches
+from reki_spark.training.feeding import PetastormBatches, SplitFiles
 from reki_spark.training.loop import MOSTPOP, ModelSpec, TrainJob, best_model, evaluate, identity, train_worker
 
 METRICS_FILE = "metrics.json"
@@ -65,7 +63,7 @@ def evaluate_runs(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any
     """Re-score the best checkpoint of every configured run on test."""
     results = []
     for job in _jobs(spark, config):
-        metrics = evaluate(job, best_model(job), job.test)
+        metrics = evaluate(job, best_model(job), "test")
         results.append({**identity(job), **metrics})
     print(f"metrics: {write_metrics(config.output, results)}")
     return results
@@ -112,7 +110,7 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
     grouped = any(keyed_by(mode) == KEYED_BY_CLUSTER for mode in training.knowledge)
     rows = ClusterRows.of(lake).entity_rows(lake) if grouped else None
     for task, models in _tasks(training.models).items():
-        view = _task_view(lake, vocab, sizes, task, config, rows)
+        view = _task_view(lake, vocab, sizes, task, config, rows, output / "evaluation" / task)
         # Whole row groups are the shards: at least two files per process keeps every rank busy.
         converter = make_spark_converter(view.train.repartition(2 * training.num_processes))
         try:
@@ -151,8 +149,7 @@ def _train_job(
         popularity=view.popularity,
         open_loader=loader,
         train_rows=len(converter),
-        valid=view.valid,
-        test=view.test,
+        splits=SplitFiles(view.splits, training.eval_batch_size),
         eval_batch_size=training.eval_batch_size,
         eval_item_chunk=training.eval_item_chunk,
         **settings,
@@ -203,38 +200,57 @@ def ctr_schema(config: RekiConfig, sizes: dict[str, int]) -> CtrSchema:
 
 @dataclass
 class TaskView:
-    """One task's data: the train rows Petastorm feeds, the valid and test rows, and what the
-    task's evaluation needs besides."""
+    """One task's data: the train rows Petastorm feeds, the valid and test rows as Parquet part
+    files, and what the task's evaluation needs besides."""
 
     task: str
     schema: CtrSchema | SeqSchema
     width: int  # CTR: history length; sequential: window length (max_length + 1)
     train: DataFrame
-    valid: pd.DataFrame
-    test: pd.DataFrame
-    popularity: np.ndarray | None = None
+    splits: dict[str, list[str]]  # valid / test -> part files
+    popularity: list[str] | None = None  # MostPop's item counts: part files of (index, count)
 
 
 def _task_view(
-    lake: Lake, vocab: DataFrame, sizes: dict[str, int], task: str, config: RekiConfig, rows: KnowledgeRows | None
+    lake: Lake,
+    vocab: DataFrame,
+    sizes: dict[str, int],
+    task: str,
+    config: RekiConfig,
+    rows: KnowledgeRows | None,
+    folder: Path,
 ) -> TaskView:
+    """The task's views; valid and test are written by the executors under `folder` (at least two
+    files per training process, so that every rank scores a shard) and never pass the driver."""
+    parts = 2 * config.training.num_processes
     if task == "ctr":
         schema = ctr_schema(config, sizes)
         view = ctr_view(lake, vocab, schema, rows)
-        valid, test = (view.where(F.col("split") == split).drop("split").toPandas() for split in ("valid", "test"))
+        splits = {split: view.where(F.col("split") == split).drop("split") for split in ("valid", "test")}
         train_rows = view.where(F.col("split") == "train").drop("split")
-        return TaskView(task, schema, schema.history_length, train_rows, valid, test)
+        return TaskView(task, schema, schema.history_length, train_rows, _written(splits, folder, parts))
     length = config.features.sequence_max_length
     # Leave-one-out: every user trains on its prefix and is scored on its valid and test items.
+    splits = {split: sequence_targets(lake, vocab, length, split, rows) for split in ("valid", "test")}
     return TaskView(
         task,
         SeqSchema(items=sizes["item_id"], users=sizes["user_id"], max_length=length),
         length + 1,
         sequence_windows(lake, vocab, length, rows),
-        sequence_targets(lake, vocab, length, "valid", rows).toPandas(),
-        sequence_targets(lake, vocab, length, "test", rows).toPandas(),
-        popularity=item_popularity(lake, vocab),
+        _written(splits, folder, parts),
+        popularity=part_files(item_popularity(lake, vocab), folder / "popularity", 1),
     )
+
+
+def _written(frames: dict[str, DataFrame], folder: Path, parts: int) -> dict[str, list[str]]:
+    return {name: part_files(frame, folder / name, parts) for name, frame in frames.items()}
+
+
+def part_files(frame: DataFrame, folder: Path, parts: int) -> list[str]:
+    """`frame` written as Parquet by the executors; its part files in a fixed order."""
+    frame.repartition(parts).write.mode("overwrite").parquet(folder.as_uri())
+    # One name per part file (`parts` of them): bounded by the configured parallelism.
+    return sorted(frame.sparkSession.read.parquet(folder.as_uri()).inputFiles())
 
 
 def write_metrics(output: str, results: list[dict[str, Any]]) -> Path:

@@ -20,7 +20,7 @@ from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS
 from reki_spark.training.data import CTR_FIELDS
 from reki_spark.training.feeding import PetastormBatches
 from reki_spark.training.loop import CRASH_AFTER_STEPS_ENV, MOSTPOP
-from reki_spark.training.train import train
+from reki_spark.training.train import evaluate_runs, train
 from tests.conftest import tiny_config
 from tests.paths import REPO
 
@@ -95,19 +95,29 @@ def _assert_tracked(config, trained_runs: int, epochs: int) -> None:
 def test_two_torchdistributor_ranks_end_in_sync(spark, trained_lake):
     config = tiny_config(
         trained_lake,
-        'training.models=["dcnv2"]',
+        'training.models=["dcnv2", "sasrec"]',
         'training.knowledge=["collective"]',
         "training.epochs=2",
+        "training.sasrec.epochs=2",
         "training.num_processes=2",
         "training.batch_size=128",
     )
-    (record,) = train(spark, config)
-    assert record["processes"] == 2
-    first, second = record["replica_checksums"]
-    assert first == second
-    assert record["epochs_trained"] == 2
-    client, (run,) = _mlflow_runs(config)  # rank 0's epoch history reached the driver's tracking
+    records = {record["model"]: record for record in train(spark, config)}
+    for model in ("dcnv2", "sasrec"):
+        assert records[model]["processes"] == 2 and records[model]["epochs_trained"] == 2
+        first, second = records[model]["replica_checksums"]
+        assert first == second
+    client, runs = _mlflow_runs(config)  # rank 0's epoch history reached the driver's tracking
+    (run,) = [run for run in runs if run.info.run_name == "ctr-dcnv2-collective-1"]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "valid")] == [1, 2]
+    # Each rank scored its shard of test and the sums were reduced across ranks: one process
+    # re-scoring the same checkpoints over the whole split finds the same metrics.
+    for rescored in evaluate_runs(spark, config):
+        recorded = records[rescored["model"]]
+        metrics = [key for key, value in rescored.items() if isinstance(value, float)]
+        assert len(metrics) >= 2
+        for key in metrics:
+            assert abs(rescored[key] - recorded[key]) < 1e-6, (rescored["model"], key)
 
 
 def test_petastorm_feeds_every_row_once_per_epoch_across_two_ranks(spark, tmp_path):

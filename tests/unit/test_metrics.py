@@ -4,21 +4,38 @@ import numpy as np
 import torch
 from sklearn.metrics import ndcg_score, roc_auc_score, top_k_accuracy_score
 
-from reki_spark.evaluation.metrics import (
-    ctr_metrics,
-    ranking_metrics,
-    target_ranks,
-)
+from reki_spark.evaluation.metrics import CtrSums, RankingSums, target_ranks
 from reki_spark.models.sequential import score_matrix
+
+
+def _ctr(labels: np.ndarray, scores: np.ndarray, pieces: int = 1) -> dict[str, float]:
+    """Metrics from sums added piece by piece, as shards of ranks add theirs."""
+    total = CtrSums()
+    for part in np.array_split(np.arange(len(labels)), pieces):
+        shard = CtrSums()
+        shard.add(torch.tensor(labels[part]), torch.tensor(scores[part]))
+        total.values += shard.values
+    return total.metrics()
 
 
 def test_ctr_metrics_match_sklearn():
     labels = np.array([0, 1, 1, 0, 1, 0, 1, 1])
     scores = np.array([0.1, 0.8, 0.6, 0.4, 0.35, 0.2, 0.9, 0.55])
-    metrics = ctr_metrics(labels, scores)
-    assert metrics["auc"] == roc_auc_score(labels, scores)
+    metrics = _ctr(labels, scores)
+    assert abs(metrics["auc"] - roc_auc_score(labels, scores)) < 1e-12
     expected_logloss = -np.mean(labels * np.log(scores) + (1 - labels) * np.log(1 - scores))
     assert abs(metrics["logloss"] - expected_logloss) < 1e-12
+
+
+def test_histogram_auc_matches_sklearn_with_ties_and_does_not_depend_on_the_sharding():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, 20_000)
+    scores = np.clip(rng.normal(0.4 + 0.2 * labels, 0.2), 0, 1)
+    scores[:2000] = np.round(scores[:2000], 2)  # exact ties across labels
+    whole = _ctr(labels, scores)
+    assert abs(whole["auc"] - roc_auc_score(labels, scores)) < 1e-5
+    sharded = _ctr(labels, scores, pieces=7)
+    assert sharded["auc"] == whole["auc"] and abs(sharded["logloss"] - whole["logloss"]) < 1e-12
 
 
 def _ranks(scores: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor, chunk: int = 7):
@@ -33,7 +50,10 @@ def test_ranking_metrics_match_sklearn():
     # Item 0 is padding: the catalogue is items 1..30, whose scores are `scores`.
     with_padding = torch.tensor(np.hstack([np.full((50, 1), 99.0), scores]))
     full, _ = _ranks(with_padding, torch.tensor(targets + 1), torch.zeros(50, 1, dtype=torch.long))
-    ours = ranking_metrics(full.numpy(), k=10)
+    sums = RankingSums()
+    sums.add(full, full)
+    metrics = sums.metrics()
+    ours = {"ndcg@10": metrics["ndcg@10_full"], "recall@10": metrics["recall@10_full"]}
     relevance = np.zeros_like(scores)
     relevance[np.arange(50), targets] = 1
     per_user_ndcg = [ndcg_score(relevance[i : i + 1], scores[i : i + 1], k=10) for i in range(50)]

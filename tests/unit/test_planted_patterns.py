@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,7 +16,7 @@ import torch
 from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, SeqSchema
 from reki_spark.models.base import CTR_FIELDS, RATING_FIELD
 from reki_spark.training.data import KEYED_BY_CLUSTER, KnowledgeArrays
-from reki_spark.training.feeding import ctr_batch
+from reki_spark.training.feeding import SplitFiles, ctr_batch
 from reki_spark.training.loop import MOSTPOP, TrainJob, train_worker
 
 ITEMS, USERS, LENGTH = 40, 400, 12
@@ -37,6 +38,19 @@ class MemoryBatches:
             {name: column[order[i : i + self.batch_size]] for name, column in self.rows.items()}
             for i in range(0, count, self.batch_size)
         )
+
+
+def _parquet_parts(frame: pd.DataFrame, folder: Path, parts: int = 2) -> list[str]:
+    """`frame` as Parquet part files, as the product's Spark views write them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / f"part-{i}.parquet" for i in range(parts)]
+    for path, piece in zip(paths, np.array_split(np.arange(len(frame)), parts), strict=True):
+        frame.iloc[piece].to_parquet(path)
+    return [path.as_uri() for path in paths]
+
+
+def _split_files(folder: Path, splits: dict[str, pd.DataFrame]) -> SplitFiles:
+    return SplitFiles({name: _parquet_parts(frame, folder / name) for name, frame in splits.items()}, 300)
 
 
 def _planted_sequences(seed: int) -> np.ndarray:
@@ -63,7 +77,8 @@ def _sequential_job(model: str, learning_rate: float, tmp_path, **params) -> Tra
         seen = [sorted(set(w[:split_end])) for w in walks]
         return frame.assign(user=np.arange(USERS), target=walks[:, split_end], seen=seen)
 
-    popularity = np.bincount(walks[:, : LENGTH - 2].ravel(), minlength=ITEMS + 1).astype(np.float32)
+    counts = np.bincount(walks[:, : LENGTH - 2].ravel(), minlength=ITEMS + 1).astype(np.float32)
+    popularity = _parquet_parts(pd.DataFrame({"index": np.arange(ITEMS + 1), "count": counts}), tmp_path / "popularity")
     sequence_models = {"sasrec": {"layers": 1, "inner": 64, "dropout": 0.1}, "gru4rec": {"hidden": 64}}
     return TrainJob(
         task="sequential",
@@ -77,8 +92,7 @@ def _sequential_job(model: str, learning_rate: float, tmp_path, **params) -> Tra
         popularity=popularity,
         open_loader=MemoryBatches(rows, 64, seed=1),
         train_rows=USERS,
-        valid=targets(LENGTH - 2),
-        test=targets(LENGTH - 1),
+        splits=_split_files(tmp_path, {"valid": targets(LENGTH - 2), "test": targets(LENGTH - 1)}),
         epochs=15,
         patience=15,
         batch_size=64,
@@ -155,8 +169,7 @@ def _ctr_auc(model: str, learning_rate: float, tmp_path, planted=_planted_ctr, k
         params={"embedding_dim": 16},
         open_loader=MemoryBatches(ctr_batch(planted(0, 6000), 5, 1, keyed), 256, seed=1),
         train_rows=6000,
-        valid=planted(1, 1000),
-        test=planted(2, 1000),
+        splits=_split_files(tmp_path / f"{model}-{keyed}", {"valid": planted(1, 1000), "test": planted(2, 1000)}),
         epochs=10,
         patience=10,
         batch_size=256,
