@@ -100,6 +100,9 @@ class SparkConfig(_Strict):
     # clusters, fields or files, so a per-row collect that slips in fails here (the driver-budget test
     # runs the pipeline at 1m).
     max_result_size: str = "1g"
+    # Join sides smaller than this are broadcast, which passes them through the driver: keep it
+    # well below max_result_size (Spark's default, 10m, against the default 1g).
+    broadcast_threshold: str = "10m"
     shuffle_partitions: int = Field(8, ge=1)
     app_name: str = "reki"
     ui: bool = False

@@ -28,6 +28,7 @@ def local_settings(config: RekiConfig) -> dict[str, str]:
     return {
         "spark.driver.memory": spark.driver_memory,
         "spark.driver.maxResultSize": spark.max_result_size,
+        "spark.sql.autoBroadcastJoinThreshold": spark.broadcast_threshold,
         "spark.sql.shuffle.partitions": str(spark.shuffle_partitions),
         "spark.default.parallelism": str(spark.shuffle_partitions),
         "spark.ui.enabled": str(spark.ui).lower(),

@@ -1,7 +1,9 @@
 """The driver holds no per-row data: the whole pipeline (ingest -> features -> cluster -> prompts ->
-extract -> encode -> train -> report -> evaluate -> export -> refresh) runs in a fresh driver whose
-actions may bring back at most 1 MB (`spark.driver.maxResultSize`) and whose JVM has 1 GB, on a
-sample where any per-interaction table is several times that. A stage that collected its samples,
+extract -> encode -> train with its sharded evaluation -> report -> export -> refresh) runs in a fresh
+driver whose
+actions may bring back at most 1 MB (`spark.driver.maxResultSize`; join sides broadcast through the
+driver are held below it) and whose JVM has 1 GB, on a sample where any per-interaction table is
+several times that. A stage that collected its samples,
 interactions or sequences would fail the run; the control shows that such a collect does fail."""
 
 from __future__ import annotations
@@ -11,17 +13,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.paths import REPO
 
 BUDGET = [
     "spark.max_result_size=1m",
+    "spark.broadcast_threshold=256k",  # a broadcast passes the driver: bounded by this, not by the data
     "spark.driver_memory=1g",
     "spark.shuffle_partitions=2",
-    "dataset.sample.users=3000",
-    "dataset.sample.items=1200",
-    "dataset.sample.interactions=60000",
-    "clustering.item_cluster_size=300",
-    "clustering.user_cluster_size=1000",
+    "dataset.sample.users=1500",
+    "dataset.sample.items=600",
+    "dataset.sample.interactions=30000",
+    "clustering.item_cluster_size=200",
+    "clustering.user_cluster_size=750",
     "llm.max_tokens=16",
     "llm.min_chars=10",
     'training.models=["din", "sasrec"]',
@@ -29,7 +34,7 @@ BUDGET = [
     "training.seeds=[1]",
     "training.epochs=1",
     "training.sasrec.epochs=1",
-    "training.batch_size=1024",
+    "training.batch_size=2048",
     "tracking.enabled=false",
 ]
 
@@ -40,6 +45,12 @@ def _reki(command: str, tmp_path: Path, *overrides: str) -> subprocess.Completed
     for setting in settings:
         args += ["--set", setting]
     return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=1200)
+
+
+def _failure(command: str, result: subprocess.CompletedProcess) -> str:
+    """What went wrong, first: the exception lines (a budget overrun names maxResultSize)."""
+    causes = [line for line in result.stderr.splitlines() if "Exception" in line or "maxResultSize" in line]
+    return f"reki {command}: {chr(10).join(causes[:8])}\n{result.stdout[-2000:]}"
 
 
 def _collect_samples(tmp_path: Path) -> subprocess.CompletedProcess:
@@ -59,13 +70,14 @@ def _collect_samples(tmp_path: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.timeout(1800)  # five fresh drivers, a JVM and a Ray each: ~6 min on an idle 2-core machine
 def test_the_whole_pipeline_runs_within_a_one_megabyte_driver_budget(tmp_path):
-    for command in ("run", "evaluate", "export"):
+    for command in ("run", "export"):
         result = _reki(command, tmp_path)
-        assert result.returncode == 0, f"reki {command}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        assert result.returncode == 0, _failure(command, result)
     # New interactions arrive: refresh assigns them to the clusters and asks what changed.
-    result = _reki("refresh", tmp_path, "dataset.sample.interactions=66000")
-    assert result.returncode == 0, f"reki refresh:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    result = _reki("refresh", tmp_path, "dataset.sample.interactions=33000")
+    assert result.returncode == 0, _failure("refresh", result)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {(r["model"], r["knowledge"]) for r in metrics} >= {("din", "collective"), ("sasrec", "collective")}
     assert (tmp_path / "run" / "serving" / "model.pt").exists()
