@@ -52,7 +52,7 @@ class Scorer:
         unknown entities)."""
         rows = self.users[USER_KNOWLEDGE].get(user_id)
         user = torch.zeros(self.user_views, dtype=torch.long) if rows is None else torch.as_tensor(list(rows))
-        items = self.items[ITEM_KNOWLEDGE].reindex(item_ids).fillna(0).astype("int64").to_numpy()
+        items = self._codes(self.items, item_ids, [ITEM_KNOWLEDGE])[ITEM_KNOWLEDGE].to_numpy()
         return {
             USER_KNOWLEDGE: user.long().unsqueeze(0).expand(len(item_ids), -1),
             ITEM_KNOWLEDGE: torch.as_tensor(items),

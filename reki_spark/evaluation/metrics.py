@@ -55,7 +55,8 @@ class CtrSums(MetricSums):
         clipped = probabilities.double().clamp(1e-7, 1 - 1e-7)
         positive = labels.double() > 0.5
         bins = (clipped * AUC_BINS).long().clamp(max=AUC_BINS - 1)
-        self.values[: 2 * AUC_BINS] += torch.bincount(bins + AUC_BINS * (~positive), minlength=2 * AUC_BINS)
+        # index_add_ touches only the batch's bins, not all 2^21 of them per batch.
+        self.values.index_add_(0, bins + AUC_BINS * (~positive), torch.ones(len(bins), dtype=torch.float64))
         losses = torch.where(positive, clipped.log(), (1 - clipped).log())
         self.values[-2] -= losses.sum()
         self.values[-1] += len(labels)

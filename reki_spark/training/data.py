@@ -268,7 +268,7 @@ def _with_valid(prefix: Column, valid: Column, split: str) -> Column:
 
 def item_popularity(lake: Lake, vocab: DataFrame) -> DataFrame:
     """(index, count): how often each item occurs in the training prefixes (MostPop's scores)."""
-    items = vocab.where(F.col("field") == "item_id").select(F.col("value").alias("item_id"), "index")
+    items = _vocab_codes(vocab, "item_id").withColumnRenamed("_item", "item_id")
     counts = lake.read(SEQUENCES).select(F.explode("item_ids").alias("item_id")).groupBy("item_id").count()
     return counts.join(items, "item_id").select(F.col("index").cast("long"), F.col("count").cast("float"))
 
@@ -342,9 +342,13 @@ def entity_knowledge_rows(lake: Lake, vocab: DataFrame, keyed: str | None) -> Kn
     return items, users
 
 
-def knowledge_arrays(lake: Lake, vocab: DataFrame, mode: str, encoder_id: str) -> KnowledgeArrays:
+def knowledge_arrays(
+    lake: Lake, vocab: DataFrame, mode: str, encoder_id: str, clusters: ClusterRows | None = None
+) -> KnowledgeArrays:
+    """The knowledge tables of `mode`; grouped modes align them to `clusters` (read from the lake
+    when the caller has not already)."""
     if mode in GROUPED_MODES:
-        return _cluster_arrays(lake, mode, encoder_id)
+        return _cluster_arrays(lake, mode, encoder_id, clusters or ClusterRows.of(lake))
     sizes = cardinalities(vocab)
     if sizes["item_id"] + sizes["user_id"] > INDIVIDUAL_MAX_ENTITIES:
         raise ValueError(
@@ -369,8 +373,7 @@ def _source_vectors(lake: Lake, source: str, encoder_id: str) -> DataFrame:
     return vectors
 
 
-def _cluster_arrays(lake: Lake, mode: str, encoder_id: str) -> KnowledgeArrays:
-    rows = ClusterRows.of(lake)
+def _cluster_arrays(lake: Lake, mode: str, encoder_id: str, rows: ClusterRows) -> KnowledgeArrays:
     if mode == CLUSTER_ONLY:
         item_vectors, user_vectors = group_codes(len(rows.items), len(rows.users))
     else:
@@ -400,7 +403,7 @@ def _cluster_table(vectors: DataFrame, cluster_ids: list[str]) -> np.ndarray:
 
 def _entity_table(vectors: DataFrame, vocab: DataFrame, entity_type: str, size: int) -> np.ndarray:
     """Individual mode: the vector of each entity at its vocabulary index."""
-    codes = vocab.where(F.col("field") == f"{entity_type}_id").select(F.col("value").alias("entity_id"), "index")
+    codes = _vocab_codes(vocab, f"{entity_type}_id").withColumnRenamed("_item", "entity_id")
     typed = vectors.where(F.col("entity_type") == entity_type).join(codes, "entity_id")
     # One row per entity, at most INDIVIDUAL_MAX_ENTITIES (checked by the caller).
     found = {r["index"]: np.asarray(r["vector"], dtype=np.float32) for r in typed.select("index", "vector").collect()}

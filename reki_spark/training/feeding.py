@@ -44,14 +44,11 @@ def ctr_batch(
     example's knowledge rows (`keyed_by` clusters: the view's kitem and kuser{v}; entities: the
     user's and item's own indices)."""
 
-    def stacked(names: list[str]) -> torch.Tensor:
-        return _stacked(columns, names)
-
     batch = {name: _column(columns, name) for name in CTR_FIELDS if name != "item_category"}
-    batch["item_category"] = stacked([f"cat{j}" for j in range(slots)])
-    batch["history"] = stacked([f"hist{i}" for i in range(history_length)])
-    batch["history_ratings"] = stacked([f"hrat{i}" for i in range(history_length)])
-    categories = stacked([f"hcat{i}_{j}" for i in range(history_length) for j in range(slots)])
+    batch["item_category"] = _stacked(columns, [f"cat{j}" for j in range(slots)])
+    batch["history"] = _stacked(columns, [f"hist{i}" for i in range(history_length)])
+    batch["history_ratings"] = _stacked(columns, [f"hrat{i}" for i in range(history_length)])
+    categories = _stacked(columns, [f"hcat{i}_{j}" for i in range(history_length) for j in range(slots)])
     batch["history_categories"] = categories.reshape(len(categories), history_length, slots)
     batch["label"] = torch.as_tensor(np.asarray(columns["label"])).float()
     if keyed_by is not None:

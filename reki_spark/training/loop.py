@@ -79,7 +79,6 @@ class TrainJob(ModelSpec):
     epochs: int = 20
     patience: int = 3
     batch_size: int = 1024
-    eval_batch_size: int = 4096
     eval_item_chunk: int = 8192
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4

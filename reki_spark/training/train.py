@@ -102,13 +102,14 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, (output / "petastorm").as_uri())
     vocab = build_vocab(lake)
     sizes = cardinalities(vocab)
-    arrays = {
-        mode: None if mode == "none" else knowledge_arrays(lake, vocab, mode, config.encoder.model)
-        for mode in training.knowledge
-    }
     # Every grouped mode's examples carry their cluster rows, joined once into the shared view.
     grouped = any(keyed_by(mode) == KEYED_BY_CLUSTER for mode in training.knowledge)
-    rows = ClusterRows.of(lake).entity_rows(lake) if grouped else None
+    clusters = ClusterRows.of(lake) if grouped else None
+    arrays = {
+        mode: None if mode == "none" else knowledge_arrays(lake, vocab, mode, config.encoder.model, clusters)
+        for mode in training.knowledge
+    }
+    rows = clusters.entity_rows(lake) if clusters is not None else None
     for task, models in _tasks(training.models).items():
         view = _task_view(lake, vocab, sizes, task, config, rows, output / "evaluation" / task)
         # Whole row groups are the shards: at least two files per process keeps every rank busy.
@@ -150,7 +151,6 @@ def _train_job(
         open_loader=loader,
         train_rows=len(converter),
         splits=SplitFiles(view.splits, training.eval_batch_size),
-        eval_batch_size=training.eval_batch_size,
         eval_item_chunk=training.eval_item_chunk,
         **settings,
     )
