@@ -1,6 +1,7 @@
 """Spark scaling: `reki ingest` + `reki features` on the synthetic generator at growing sizes (time
 and peak resident memory of the Spark JVM plus its Python workers), the growth between the two
-largest sizes, and the same feature aggregations in DuckDB as the single-machine reference."""
+largest sizes, and the features stage's same work in DuckDB (`bench.duckdb_features`: the same
+tables, written as Parquet, with equal row counts checked) as the single-machine reference."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 import psutil
 
 from bench.common import Measure, save
+from bench.duckdb_features import duckdb_features
 from reki_spark.config import load_config
 from reki_spark.data.ingest import ingest
 from reki_spark.features import build_features
@@ -69,7 +71,7 @@ def _run(size: int, repetition: int) -> dict:
         start = time.perf_counter()
         ingest(spark, config)
         ingest_s = time.perf_counter() - start
-        build_features(spark, config)
+        counts = build_features(spark, config)
         total_s = time.perf_counter() - start
     return {
         "size": size,
@@ -77,59 +79,24 @@ def _run(size: int, repetition: int) -> dict:
         "features_s": total_s - ingest_s,
         "total_s": total_s,
         "peak_rss_gib": memory.peak / 2**30,
+        "counts": counts,
         "lake": str(lake),
     }
-
-
-def _duckdb_features_s(lake: str) -> float:
-    """The features stage's aggregations (positions, prompt windows, user histories, previous-5
-    histories, first-seen filter, by-user split, leave-one-out targets) in DuckDB over the
-    interactions' Delta snapshot files, into in-memory tables."""
-    import duckdb
-    from deltalake import DeltaTable
-
-    files = DeltaTable(f"{Path(lake).resolve()}/interactions").file_uris()
-    listed = ", ".join(f"'{f}'" for f in files)
-    sql = f"""
-    create or replace table positioned as
-      select *, row_number() over (partition by user_id order by ts, item_id) - 1 as position,
-             count(*) over (partition by user_id) as length
-      from read_parquet([{listed}]);
-    create or replace table windows as
-      select *, greatest(0, least(floor((length + 1) / 2), 30, length - 2)) as window_size from positioned;
-    create or replace table histories as
-      select user_id, list(item_id order by position) as item_ids, list(rating order by position) as ratings,
-             list(ts order by position) as timestamps, any_value(length) as length,
-             any_value(window_size) as window_size
-      from windows group by user_id;
-    create or replace table samples as
-      select user_id, item_id, ts, rating > 3 as label,
-             list(item_id) over (partition by user_id order by position rows between 5 preceding and 1 preceding)
-               as history,
-             case when hash(user_id) % 100 < 80 then 'train' when hash(user_id) % 100 < 90 then 'valid'
-                  else 'test' end as split
-      from windows qualify min(position) over (partition by user_id, item_id) >= window_size;
-    create or replace table sequences as
-      select user_id, item_ids[greatest(1, len(item_ids) - 51):len(item_ids) - 2] as prefix,
-             item_ids[len(item_ids) - 1] as valid_item_id, item_ids[len(item_ids)] as test_item_id
-      from histories where len(item_ids) >= 3;
-    """
-    connection = duckdb.connect()
-    connection.execute("SET threads TO 2")
-    start = time.perf_counter()
-    connection.execute(sql)
-    return time.perf_counter() - start
 
 
 def main(sizes: list[int], repetitions: int = 3) -> None:
     runs = {size: [_run(size, r) for r in range(repetitions)] for size in sizes}
     small, large = sorted(sizes)[-2:]
     growth = [b["total_s"] / a["total_s"] for a, b in zip(runs[small], runs[large], strict=False)]
+    # Features settings and seed are the sample config's at every size.
+    settings = load_config("jobs/configs/sample.yaml")
     duck = []
     for run in runs[large]:
-        duck_s = _duckdb_features_s(run["lake"])
-        duck.append(run["features_s"] / duck_s)
-        run["duckdb_features_s"] = duck_s
+        reference = duckdb_features(run["lake"], f"{run['lake']}-duckdb", settings.features, settings.seed, threads=2)
+        if reference["counts"] != run["counts"]:
+            raise RuntimeError(f"not the same work: DuckDB wrote {reference['counts']}, Spark {run['counts']}")
+        duck.append(run["features_s"] / reference["seconds"])
+        run["duckdb_features_s"] = reference["seconds"]
     save(
         "spark_scaling",
         [
