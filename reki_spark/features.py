@@ -9,7 +9,7 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from reki_spark.config import FeaturesConfig, RekiConfig
-from reki_spark.frames import with_row_index
+from reki_spark.frames import persist_keeping_partitioning, with_row_index
 from reki_spark.lake import (
     INTERACTIONS,
     ITEMS,
@@ -32,7 +32,7 @@ def build_features(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
     settings = config.features
     with ledger_entry(lake, "features") as record:
         interactions = lake.read(INTERACTIONS)
-        positioned = _positioned(interactions, settings).persist()
+        positioned = persist_keeping_partitioning(_positioned(interactions, settings))
         window_rows = positioned.where(F.col("position") < F.col("prompt_window_size"))
         lake.overwrite(window_rows, PROMPT_WINDOWS)
         lake.overwrite(_histories(positioned), USER_HISTORIES)
@@ -97,10 +97,13 @@ def _samples(positioned: DataFrame, items: DataFrame, settings: FeaturesConfig, 
     # the window and again later must not become a sample, though: a sample's (user, item) is
     # first seen after the window (which also puts the sample itself after it).
     first_seen = F.min("position").over(Window.partitionBy("user_id", "item_id"))
-    # Ratings as one-field structs: collect_list drops nulls, a struct keeps their place.
+    # One list of (item, rating) structs: one window pass for both columns, and collect_list
+    # would drop a null rating where a struct keeps its place.
+    history = F.collect_list(F.struct("item_id", "rating")).over(previous)
     observed = (
-        positioned.withColumn("history_item_ids", F.collect_list("item_id").over(previous))
-        .withColumn("history_ratings", F.collect_list(F.struct("rating")).over(previous).getField("rating"))
+        positioned.withColumn("history", history)
+        .withColumn("history_item_ids", F.col("history.item_id"))
+        .withColumn("history_ratings", F.col("history.rating"))
         .withColumn("first_seen", first_seen)
         .where(F.col("first_seen") >= F.col("prompt_window_size"))
     )
@@ -116,9 +119,18 @@ def _samples(positioned: DataFrame, items: DataFrame, settings: FeaturesConfig, 
         F.coalesce(explicit_label, F.lit(1)).alias("label"),
         F.lit(False).alias("is_sampled_negative"),
     )
-    implicit = positives.where(F.col("rating").isNull())
-    negatives = _sampled_negatives(implicit, positioned, items, settings.negatives_per_positive, seed)
-    return positives.unionByName(negatives).withColumn("split", _split_of(F.col("user_id"), settings, seed))
+    if _has_implicit(positioned):
+        implicit = positives.where(F.col("rating").isNull())
+        negatives = _sampled_negatives(implicit, positioned, items, settings.negatives_per_positive, seed)
+        positives = positives.unionByName(negatives)
+    return positives.withColumn("split", _split_of(F.col("user_id"), settings, seed))
+
+
+def _has_implicit(positioned: DataFrame) -> bool:
+    """Whether any interaction lacks a rating. The negative branch filters only after its history
+    windows, so on explicit data it would compute every sample's history a second time for nothing.
+    Collects at most one row."""
+    return bool(positioned.where(F.col("rating").isNull()).limit(1).collect())
 
 
 def _sampled_negatives(

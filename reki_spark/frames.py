@@ -36,3 +36,24 @@ def union_all(frames: list[DataFrame]) -> DataFrame:
     for frame in frames[1:]:
         union = union.unionByName(frame)
     return union
+
+
+# Internal Spark SQL setting; on by default since 3.5.
+_CACHED_PLAN_UNDER_AQE = "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning"
+
+
+def persist_keeping_partitioning(frame: DataFrame) -> DataFrame:
+    """Persists `frame` with its hash partitioning visible to the plans that read it. Spark 3.5
+    plans a cached frame under adaptive execution, whose output partitioning is unknown, so every
+    later window or aggregation on the same key shuffles the cached rows once more; the setting is
+    off only while the cache is planned."""
+    conf = frame.sparkSession.conf
+    previous = conf.get(_CACHED_PLAN_UNDER_AQE, None)
+    conf.set(_CACHED_PLAN_UNDER_AQE, "false")
+    try:
+        return frame.persist()
+    finally:
+        if previous is None:
+            conf.unset(_CACHED_PLAN_UNDER_AQE)
+        else:
+            conf.set(_CACHED_PLAN_UNDER_AQE, previous)
