@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -114,3 +117,32 @@ def write_table() -> Path:
     analysis = "Why each missed target was missed, and what would close it: [ANALYSIS.md](ANALYSIS.md)."
     table.write_text("\n".join([*lines, "", analysis, "", "## Notes", "", *notes]) + "\n")
     return table
+
+
+class PeakMemory:
+    """Polls the resident memory of this process tree (driver, JVM, Python workers)."""
+
+    def __init__(self) -> None:
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for process in [me, *me.children(recursive=True)]:
+                try:
+                    total += process.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak = max(self.peak, total)
+            time.sleep(0.5)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

@@ -7,13 +7,10 @@ from __future__ import annotations
 
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
-from bench.common import Measure, save
+from bench.common import Measure, PeakMemory, save
 from bench.duckdb_features import duckdb_features
 from reki_spark.config import load_config
 from reki_spark.data.ingest import ingest
@@ -21,35 +18,6 @@ from reki_spark.features import build_features
 from reki_spark.session import get_spark
 
 WORK = Path("runs/bench-spark")
-
-
-class PeakMemory:
-    """Polls the resident memory of this process tree (driver, JVM, Python workers)."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-
-    def _poll(self) -> None:
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for process in [me, *me.children(recursive=True)]:
-                try:
-                    total += process.memory_info().rss
-                except psutil.Error:
-                    continue
-            self.peak = max(self.peak, total)
-            time.sleep(0.5)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _run(size: int, repetition: int) -> dict:

@@ -12,6 +12,8 @@ from collections import defaultdict
 from datetime import datetime
 from typing import Any
 
+from pyspark import SparkContext
+
 from bench.common import RESULTS
 from reki_spark.config import load_config
 from reki_spark.features import build_features
@@ -32,17 +34,15 @@ def _seconds(job: dict[str, Any]) -> float:
     return (parse(job["completionTime"]) - parse(job["submissionTime"])).total_seconds()
 
 
-def profile(lake: str) -> dict[str, Any]:
-    config = load_config("jobs/configs/sample.yaml", [f"lake={lake}", "spark.shuffle_partitions=16", "spark.ui=true"])
-    spark = get_spark(config)
-    context = spark.sparkContext
-    start = time.perf_counter()
-    build_features(spark, config)
-    wall = time.perf_counter() - start
+def jobs_by_description(context: SparkContext, job_group: str | None = None) -> dict[str, dict[str, float]]:
+    """The application's finished jobs (those of `job_group` only, when given) from Spark's REST
+    API, summed per job description (`reki: overwrite <table>` for a table write), slowest first."""
     api = f"{context.uiWebUrl}/api/v1/applications/{context.applicationId}"
     stages = {stage["stageId"]: stage for stage in _get(f"{api}/stages?status=complete")}
     groups: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for job in _get(f"{api}/jobs?status=succeeded"):
+        if job_group is not None and job.get("jobGroup") != job_group:
+            continue
         group = groups[job.get("description") or "other (reads, counts, Delta log)"]
         group["jobs"] += 1
         group["job_seconds"] += _seconds(job)
@@ -54,7 +54,16 @@ def profile(lake: str) -> dict[str, Any]:
             group["task_seconds"] += stage["executorRunTime"] / 1e3
             group["shuffle_write_mib"] += stage["shuffleWriteBytes"] / 2**20
     ranked = sorted(groups.items(), key=lambda item: -item[1]["job_seconds"])
-    return {"lake": lake, "features_wall_s": wall, "by_write": {name: dict(values) for name, values in ranked}}
+    return {name: dict(values) for name, values in ranked}
+
+
+def profile(lake: str) -> dict[str, Any]:
+    config = load_config("jobs/configs/sample.yaml", [f"lake={lake}", "spark.shuffle_partitions=16", "spark.ui=true"])
+    spark = get_spark(config)
+    start = time.perf_counter()
+    build_features(spark, config)
+    wall = time.perf_counter() - start
+    return {"lake": lake, "features_wall_s": wall, "by_write": jobs_by_description(spark.sparkContext)}
 
 
 def main(lake: str = DEFAULT_LAKE) -> None:
