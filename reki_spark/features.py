@@ -94,9 +94,10 @@ def _samples(positioned: DataFrame, items: DataFrame, settings: FeaturesConfig, 
     pass over the user-partitioned frame: both windows reuse its partitioning (no shuffle)."""
     previous = Window.partitionBy("user_id").orderBy("position").rowsBetween(-settings.history_length, -1)
     # History may reach back into the prompt window (it is input, not a label); an item seen in
-    # the window and again later must not become a sample, though: a sample's (user, item) is
-    # first seen after the window (which also puts the sample itself after it).
-    first_seen = F.min("position").over(Window.partitionBy("user_id", "item_id"))
+    # the window and again later must not become a sample, though: a sample comes after the window
+    # and its item is not one of the window's. Both windows partition by user alone, so one sort
+    # by (user, position) serves them (a min over (user, item) would sort every row once more).
+    window_items = F.collect_set(F.when(F.col("position") < F.col("prompt_window_size"), F.col("item_id")))
     # One list of (item, rating) structs: one window pass for both columns, and collect_list
     # would drop a null rating where a struct keeps its place.
     history = F.collect_list(F.struct("item_id", "rating")).over(previous)
@@ -104,8 +105,11 @@ def _samples(positioned: DataFrame, items: DataFrame, settings: FeaturesConfig, 
         positioned.withColumn("history", history)
         .withColumn("history_item_ids", F.col("history.item_id"))
         .withColumn("history_ratings", F.col("history.rating"))
-        .withColumn("first_seen", first_seen)
-        .where(F.col("first_seen") >= F.col("prompt_window_size"))
+        .withColumn("window_items", window_items.over(Window.partitionBy("user_id")))
+        .where(
+            (F.col("position") >= F.col("prompt_window_size"))
+            & ~F.array_contains(F.col("window_items"), F.col("item_id"))
+        )
     )
     explicit_label = (F.col("rating") > settings.label_threshold).cast("int")
     positives = observed.select(

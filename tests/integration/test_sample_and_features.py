@@ -8,7 +8,18 @@ from pyspark.sql import functions as F
 from reki_spark.data.ingest import ingest
 from reki_spark.data.sample import GENRE_NAMES
 from reki_spark.features import build_features
-from reki_spark.lake import INTERACTIONS, ITEMS, LEDGER, PROMPT_WINDOWS, SAMPLES, SEQUENCES, USER_HISTORIES, USERS, Lake
+from reki_spark.lake import (
+    INTERACTIONS,
+    ITEMS,
+    LEDGER,
+    PROMPT_WINDOWS,
+    SAMPLES,
+    SCHEMAS,
+    SEQUENCES,
+    USER_HISTORIES,
+    USERS,
+    Lake,
+)
 from tests.paths import FIXTURES
 
 pytestmark = pytest.mark.integration
@@ -107,3 +118,21 @@ def test_implicit_feedback_gets_sampled_negatives(spark, make_config, tmp_path):
     assert negatives.where(F.col("label") != 0).count() == 0
     seen = Lake(spark, config.lake).read(INTERACTIONS).select("user_id", "item_id")
     assert negatives.join(seen, ["user_id", "item_id"]).count() == 0
+
+
+def test_an_item_seen_in_the_prompt_window_never_becomes_a_sample(spark, make_config):
+    """Repeat consumption: u1 rates a b c d e | a f g f h (the window is the first five). The
+    second `a` was seen in the window, so it is no sample; `f`, repeated after the window, is two."""
+    config = make_config()
+    lake = Lake(spark, config.lake)
+    sequence = ["a", "b", "c", "d", "e", "a", "f", "g", "f", "h"]
+    rows = [("u1", item, 4.0, 1_000 + position, position) for position, item in enumerate(sequence)]
+    lake.overwrite(spark.createDataFrame(rows, SCHEMAS[INTERACTIONS]), INTERACTIONS)
+    lake.overwrite(spark.createDataFrame([("u1", "F", 30, "writer", None)], SCHEMAS[USERS]), USERS)
+    items = [(item, item.upper(), 2000, ["Drama"], None, None, None) for item in sorted(set(sequence))]
+    lake.overwrite(spark.createDataFrame(items, SCHEMAS[ITEMS]), ITEMS)
+    build_features(spark, config)
+    samples = sorted((r["position"], r["item_id"]) for r in lake.read(SAMPLES).collect())
+    assert samples == [(6, "f"), (7, "g"), (8, "f"), (9, "h")]
+    windows = sorted((r["position"], r["item_id"]) for r in lake.read(PROMPT_WINDOWS).collect())
+    assert windows == list(enumerate(["a", "b", "c", "d", "e"]))
