@@ -148,8 +148,10 @@ class ClusteringConfig(_Strict):
     representatives: int = Field(15, ge=1)
     # Above this many clusters per view, clustering goes two-level (MLlib k-means into about
     # sqrt(k) coarse groups, then k-means inside each group on the executors), because flat
-    # MLlib k-means keeps all k centres on the driver and costs O(n * k) per iteration.
-    max_flat_clusters: int = Field(2000, ge=2)
+    # MLlib k-means keeps all k centres on the driver and costs O(n * k) per iteration, against
+    # about O(n * sqrt(k)) for the two levels: at 1e5 users (k = 1,000) the flat fit took 20 min
+    # on 2 cores (bench/results/ANALYSIS.md, scale).
+    max_flat_clusters: int = Field(256, ge=2)
 
 
 class KnowledgeImport(_Strict):
