@@ -66,6 +66,8 @@ lint: setup
 
 # Not part of `make test`: results go to bench/results/ (JSON, PNG, README.md table). The Spark
 # stage profile runs in its own process: it needs a session with the UI on.
+# Not in `make bench` either: `python -m bench.scale` (1e7 and 1e8 interactions through the
+# pipeline; hours at 1e8 on 2 cores, resumable per stage) runs alone, when nothing else does.
 bench: setup
 	$(BIN)/python -m bench.run_all
 	$(BIN)/python -m bench.spark_stages
