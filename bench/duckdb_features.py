@@ -3,14 +3,14 @@ DuckDB time ratio measures the engines. It reads the lake's `interactions`, `use
 (their current Delta snapshot files), orders each user's interactions the same way (ts, source
 line, item id), and writes Parquet files (snappy, as Delta's default) of the four tables the stage
 writes — `prompt_windows`, `user_histories`, `samples` (with the previous-5 history, the
-first-seen filter, the label, the by-user split and the user and item side-feature joins) and
+prompt-window exclusion, the label, the by-user split and the user and item side-feature joins) and
 `sequences` (built from the written histories, as Spark reads its Delta table back) — then counts
 them.
 
 Where it differs, and why the difference does not favour DuckDB: the split hashes with DuckDB's
 `hash` instead of Spark's xxhash64 (same cost, other users in each split); sampled negatives for
-implicit feedback are left out (the synthetic sample has ratings: Spark's negative branch reads an
-empty frame); Delta's transaction log and per-file statistics have no counterpart (that is part
+implicit feedback are left out (the synthetic sample has ratings, and Spark skips its negative
+branch on such data); Delta's transaction log and per-file statistics have no counterpart (that is part
 of what Spark's side pays for the table format)."""
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _statements(lake: Path, out: Path, settings: FeaturesConfig, seed: int) -> l
         f"""create temp table positioned as
           select *, {_window_size(settings)} as prompt_window_size from (
             select user_id, item_id, rating, ts,
-                   (row_number() over (partition by user_id order by ts, source_line, item_id) - 1)::integer
+                   (row_number() over (partition by user_id order by ts, source_line nulls first, item_id) - 1)::integer
                      as position,
                    (count(*) over (partition by user_id))::integer as length
             from {_snapshot(lake, "interactions")})""",
@@ -69,7 +69,8 @@ def _statements(lake: Path, out: Path, settings: FeaturesConfig, seed: int) -> l
           with observed as (
             select *, coalesce(list(item_id) over previous, []) as history_item_ids,
                       coalesce(list(rating) over previous, []) as history_ratings,
-                      min(position) over (partition by user_id, item_id) as first_seen
+                      list(item_id) filter (where position < prompt_window_size) over (partition by user_id)
+                        as window_items
             from positioned
             window previous as (partition by user_id order by position
                                 rows between {history} preceding and 1 preceding))
@@ -82,7 +83,7 @@ def _statements(lake: Path, out: Path, settings: FeaturesConfig, seed: int) -> l
           from observed o
             left join {_snapshot(lake, "users")} u on o.user_id = u.user_id
             left join {_snapshot(lake, "items")} i on o.item_id = i.item_id
-          where o.first_seen >= o.prompt_window_size)
+          where o.position >= o.prompt_window_size and not list_contains(o.window_items, o.item_id))
           to '{out}/samples' {parquet}""",
         f"""copy (select user_id, item_ids[1:len(item_ids) - 2] as item_ids, item_ids[-2] as valid_item_id,
                          item_ids[-1] as test_item_id, len(item_ids) - 2 as length

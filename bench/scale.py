@@ -5,16 +5,17 @@ on two TorchDistributor ranks with the sharded evaluation. Per stage: wall secon
 resident memory of the whole process tree (driver JVM, Python workers, training ranks); the growth
 1e7 -> 1e8; and Spark's job profile of the slowest stage.
 
-Each size is resumable: a finished stage's measurement is kept in `runs/bench-scale/<size>/
-stages.json` and not rerun, so a 1e8 run can span sessions. A resumed stage runs in a new
-process, so its Spark profile covers only the stages of that process."""
+Each size is resumable: a finished stage's measurement is kept in `runs/bench-scale/n<size>/
+stages.json` with the settings it ran under and the commit, and is not rerun while the settings
+are the same, so a 1e8 run can span sessions. Peak memory is the running maximum of the process
+tree during the stage: the JVM keeps heap it once took, so a later stage inherits that much."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from pyspark.sql import SparkSession
 from bench.common import Measure, PeakMemory, save
 from bench.spark_stages import jobs_by_description
 from reki_spark.cli import SPARK_STAGES as DATA_STAGES
+from reki_spark.cli import StageFunction
 from reki_spark.config import RekiConfig, load_config
 from reki_spark.session import get_spark
 from reki_spark.training.train import train
@@ -33,36 +35,37 @@ WORK = Path("runs/bench-scale")
 ROWS_PER_PARTITION = 625_000
 
 
-def _config(size: int, folder: Path) -> RekiConfig:
-    return load_config(
-        "jobs/configs/sample.yaml",
-        [
-            f"lake={folder / 'lake'}",
-            f"output={folder / 'output'}",
-            f"dataset.sample.interactions={size}",
-            f"dataset.sample.users={size // 100}",
-            f"dataset.sample.items={size // 1000}",
-            f"spark.shuffle_partitions={max(16, size // ROWS_PER_PARTITION)}",
-            "spark.driver_memory=12g",
-            "spark.ui=true",
-            "training.models=[din]",
-            "training.knowledge=[none]",
-            "training.seeds=[1]",
-            "training.epochs=1",
-            "training.num_processes=2",
-            # Larger batches than the experiments' 1024: fewer steps per epoch at 5e7 samples.
-            "training.batch_size=4096",
-        ],
-    )
+def _settings(size: int, folder: Path) -> list[str]:
+    return [
+        f"lake={folder / 'lake'}",
+        f"output={folder / 'output'}",
+        f"dataset.sample.interactions={size}",
+        f"dataset.sample.users={size // 100}",
+        f"dataset.sample.items={size // 1000}",
+        f"spark.shuffle_partitions={max(16, size // ROWS_PER_PARTITION)}",
+        "spark.driver_memory=12g",
+        "spark.ui=true",
+        "training.models=[din]",
+        "training.knowledge=[none]",
+        "training.seeds=[1]",
+        "training.epochs=1",
+        "training.num_processes=2",
+        # Larger batches than the experiments' 1024: fewer steps per epoch at 5e7 samples.
+        "training.batch_size=4096",
+    ]
 
 
-def _measure(spark: SparkSession, config: RekiConfig, name: str, stage: Callable) -> dict[str, Any]:
+def _commit() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def _measure(spark: SparkSession, config: RekiConfig, name: str, stage: StageFunction) -> dict[str, Any]:
     spark.sparkContext.setJobGroup(name, f"{name}: jobs outside a table write (k-means iterations, reads, counts)")
     with PeakMemory() as memory:
         start = time.perf_counter()
         result = stage(spark, config)
         seconds = time.perf_counter() - start
-    record: dict[str, Any] = {"seconds": seconds, "peak_rss_gib": memory.peak / 2**30}
+    record: dict[str, Any] = {"seconds": seconds, "peak_rss_gib": memory.peak / 2**30, "commit": _commit()}
     if name == "train":
         record["runs"] = result
     else:
@@ -72,15 +75,16 @@ def _measure(spark: SparkSession, config: RekiConfig, name: str, stage: Callable
 
 
 def run_size(size: int) -> dict[str, Any]:
-    folder = WORK / f"{size:.0e}".replace("+", "")
+    folder = WORK / f"n{size}"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "stages.json"
     stages: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    config = _config(size, folder)
+    settings = _settings(size, folder)
+    config = load_config("jobs/configs/sample.yaml", settings)
     spark = get_spark(config)
     for name, stage in [*DATA_STAGES.items(), ("train", train)]:
-        if name not in stages:
-            stages[name] = _measure(spark, config, name, stage)
+        if stages.get(name, {}).get("settings") != settings:
+            stages[name] = {**_measure(spark, config, name, stage), "settings": settings}
             path.write_text(json.dumps(stages, indent=2) + "\n")
     spark.stop()
     return stages
@@ -91,6 +95,8 @@ def _data_seconds(stages: dict[str, Any]) -> float:
 
 
 def main(sizes: list[int]) -> None:
+    if len(sizes) < 2:
+        raise SystemExit("bench.scale needs two sizes to report a growth ratio (default: 1e7 1e8)")
     results = {size: run_size(size) for size in sizes}
     small, large = sorted(sizes)[-2:]
     slowest = max(DATA_STAGES, key=lambda name: results[large][name]["seconds"])

@@ -122,17 +122,21 @@ def test_implicit_feedback_gets_sampled_negatives(spark, make_config, tmp_path):
 
 def test_an_item_seen_in_the_prompt_window_never_becomes_a_sample(spark, make_config):
     """Repeat consumption: u1 rates a b c d e | a f g f h (the window is the first five). The
-    second `a` was seen in the window, so it is no sample; `f`, repeated after the window, is two."""
+    second `a` was seen in the window, so it is no sample; `f`, repeated after the window, is two.
+    u2 rates a a: two interactions leave no window (both are the leave-one-out targets), so both
+    are samples, the repeat too."""
     config = make_config()
     lake = Lake(spark, config.lake)
     sequence = ["a", "b", "c", "d", "e", "a", "f", "g", "f", "h"]
     rows = [("u1", item, 4.0, 1_000 + position, position) for position, item in enumerate(sequence)]
+    rows += [("u2", "a", 2.0, 1_000, 20), ("u2", "a", 5.0, 2_000, 21)]
     lake.overwrite(spark.createDataFrame(rows, SCHEMAS[INTERACTIONS]), INTERACTIONS)
-    lake.overwrite(spark.createDataFrame([("u1", "F", 30, "writer", None)], SCHEMAS[USERS]), USERS)
+    users = [("u1", "F", 30, "writer", None), ("u2", "M", 40, "artist", None)]
+    lake.overwrite(spark.createDataFrame(users, SCHEMAS[USERS]), USERS)
     items = [(item, item.upper(), 2000, ["Drama"], None, None, None) for item in sorted(set(sequence))]
     lake.overwrite(spark.createDataFrame(items, SCHEMAS[ITEMS]), ITEMS)
     build_features(spark, config)
-    samples = sorted((r["position"], r["item_id"]) for r in lake.read(SAMPLES).collect())
-    assert samples == [(6, "f"), (7, "g"), (8, "f"), (9, "h")]
+    samples = sorted((r["user_id"], r["position"], r["item_id"]) for r in lake.read(SAMPLES).collect())
+    assert samples == [("u1", 6, "f"), ("u1", 7, "g"), ("u1", 8, "f"), ("u1", 9, "h"), ("u2", 0, "a"), ("u2", 1, "a")]
     windows = sorted((r["position"], r["item_id"]) for r in lake.read(PROMPT_WINDOWS).collect())
     assert windows == list(enumerate(["a", "b", "c", "d", "e"]))
