@@ -79,9 +79,9 @@ def _padded_columns(items: Column, length: int, prefix: str) -> list[Column]:
     return [F.element_at(padded, i + 1).cast("int").alias(f"{prefix}{i}") for i in range(length)]
 
 
-def _vocab_codes(vocab: DataFrame, field: str) -> DataFrame:
-    """(_item, index): the vocabulary codes of `field`, shaped for `_mapped_array`."""
-    return vocab.where(F.col("field") == field).select(F.col("value").alias("_item"), F.col("index"))
+def _vocab_codes(vocab: DataFrame, field: str, key: str = "_item") -> DataFrame:
+    """(key, index): the vocabulary codes of `field`; the default key is the shape `_mapped_array` joins on."""
+    return vocab.where(F.col("field") == field).select(F.col("value").alias(key), F.col("index"))
 
 
 def _mapped_array(frame: DataFrame, key: str, array_column: str, alias: str, codes: DataFrame) -> DataFrame:
@@ -268,7 +268,7 @@ def _with_valid(prefix: Column, valid: Column, split: str) -> Column:
 
 def item_popularity(lake: Lake, vocab: DataFrame) -> DataFrame:
     """(index, count): how often each item occurs in the training prefixes (MostPop's scores)."""
-    items = _vocab_codes(vocab, "item_id").withColumnRenamed("_item", "item_id")
+    items = _vocab_codes(vocab, "item_id", key="item_id")
     counts = lake.read(SEQUENCES).select(F.explode("item_ids").alias("item_id")).groupBy("item_id").count()
     return counts.join(items, "item_id").select(F.col("index").cast("long"), F.col("count").cast("float"))
 
@@ -337,8 +337,8 @@ def entity_knowledge_rows(lake: Lake, vocab: DataFrame, keyed: str | None) -> Kn
     if keyed == KEYED_BY_CLUSTER:
         return ClusterRows.of(lake).entity_rows(lake)
     index = F.col("index") if keyed == KEYED_BY_ENTITY else F.lit(0)
-    items = _vocab_codes(vocab, "item_id").select(F.col("_item").alias("item_id"), index.alias(ITEM_KNOWLEDGE))
-    users = _vocab_codes(vocab, "user_id").select(F.col("_item").alias("user_id"), F.array(index).alias(USER_KNOWLEDGE))
+    items = _vocab_codes(vocab, "item_id", key="item_id").select("item_id", index.alias(ITEM_KNOWLEDGE))
+    users = _vocab_codes(vocab, "user_id", key="user_id").select("user_id", F.array(index).alias(USER_KNOWLEDGE))
     return items, users
 
 
@@ -403,7 +403,7 @@ def _cluster_table(vectors: DataFrame, cluster_ids: list[str]) -> np.ndarray:
 
 def _entity_table(vectors: DataFrame, vocab: DataFrame, entity_type: str, size: int) -> np.ndarray:
     """Individual mode: the vector of each entity at its vocabulary index."""
-    codes = _vocab_codes(vocab, f"{entity_type}_id").withColumnRenamed("_item", "entity_id")
+    codes = _vocab_codes(vocab, f"{entity_type}_id", key="entity_id")
     typed = vectors.where(F.col("entity_type") == entity_type).join(codes, "entity_id")
     # One row per entity, at most INDIVIDUAL_MAX_ENTITIES (checked by the caller).
     found = {r["index"]: np.asarray(r["vector"], dtype=np.float32) for r in typed.select("index", "vector").collect()}
