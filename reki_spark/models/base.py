@@ -3,6 +3,7 @@ Plain PyTorch: nothing here imports Spark, Ray or the lake, so models serve and 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import ClassVar
@@ -151,15 +152,26 @@ class KnowledgeAdapter(nn.Module):
         """(n, 32): HEIN's item output of each knowledge row."""
         if self.knowledge is None or self.hein is None:
             return None
-        return self.hein.item(self.knowledge.items(item_rows))[0]
+        knowledge, hein = self.knowledge, self.hein
+        return _per_distinct_row(item_rows, lambda rows: hein.item(knowledge.items(rows))[0])
 
     def users(self, user_rows: torch.Tensor) -> torch.Tensor | None:
         """(batch, views x 32): HEIN's user output per view's row, zero where the user lacks the view."""
         if self.knowledge is None or self.hein is None:
             return None
-        vectors, present = self.knowledge.users(user_rows)
-        outputs = self.hein.user(vectors.flatten(0, 1))[0].view(*present.shape, -1)
-        return (outputs * present.unsqueeze(-1)).flatten(1)
+        knowledge, hein = self.knowledge, self.hein
+        outputs = _per_distinct_row(user_rows, lambda rows: hein.user(knowledge.users(rows)[0])[0])
+        return (outputs * (user_rows > 0).unsqueeze(-1)).flatten(1)
+
+
+def _per_distinct_row(rows: torch.Tensor, outputs_of: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`outputs_of` each distinct row of `rows`, gathered back to (*rows.shape, output). HEIN has no
+    dropout, so running it once per knowledge row a batch uses (collective: a few hundred clusters)
+    instead of once per example and position gives the same values and gradients for a fraction of
+    the work (a DIN step with ML-1M's GPT-3.5 knowledge: 47 ms per example, 25 ms per distinct row,
+    20 ms without knowledge; batch 1024, 2 threads)."""
+    distinct, inverse = torch.unique(rows, return_inverse=True)
+    return outputs_of(distinct)[inverse]
 
 
 class CtrModel(nn.Module):

@@ -73,6 +73,25 @@ def test_a_missing_user_view_contributes_zeros_not_heins_bias():
     assert torch.count_nonzero(negative) == 0 and torch.count_nonzero(positive) > 0
 
 
+def test_hein_once_per_distinct_row_gives_each_examples_values_and_gradients():
+    from reki_spark.models.base import KnowledgeAdapter
+
+    torch.manual_seed(0)
+    adapter = KnowledgeAdapter(_knowledge(), DEFAULT_HEIN)
+    rows = _rows(64)  # 64 examples over 5 user rows and 4 item rows: many repeats
+    shared = adapter.hein.shared[0][0].weight
+    deduplicated = adapter.pair(rows)
+    (deduplicated_grad,) = torch.autograd.grad(deduplicated.square().sum(), shared)
+    knowledge, hein = adapter.knowledge, adapter.hein
+    vectors, present = knowledge.users(rows[USER_KNOWLEDGE])
+    users = (hein.user(vectors.flatten(0, 1))[0].view(64, 2, -1) * present.unsqueeze(-1)).flatten(1)
+    per_example = torch.cat([users, hein.item(knowledge.items(rows[ITEM_KNOWLEDGE]))[0]], dim=-1)
+    (per_example_grad,) = torch.autograd.grad(per_example.square().sum(), shared)
+    assert torch.allclose(deduplicated, per_example, atol=1e-6)
+    assert torch.allclose(deduplicated_grad, per_example_grad, atol=1e-5)
+    assert deduplicated_grad.abs().sum() > 0
+
+
 def _ctr_batch(n: int = 6, history: int = 5) -> dict:
     generator = torch.Generator().manual_seed(0)
     batch = {name: torch.randint(0, 8, (n,), generator=generator) for name in CTR_FIELDS}
