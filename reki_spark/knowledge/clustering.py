@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from functools import lru_cache, partial
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from pyarrow import fs as pafs
 from pyspark.ml.clustering import BisectingKMeans, KMeans
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.stat import Summarizer
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
+from scipy import sparse
 
 from reki_spark.config import ClusteringConfig, EncoderConfig, RekiConfig
 from reki_spark.frames import union_all
@@ -95,25 +100,77 @@ def item_embeddings(items: DataFrame, encoder: EncoderConfig) -> DataFrame:
 
 def user_points(lake: Lake, embeddings: DataFrame, label_threshold: float) -> tuple[DataFrame, list[str]]:
     """One row per (user, view): the mean vector of the view's window items, or the view's mean
-    over all users where the user has none (`imputed`), so every user lands in a cluster."""
-    window = lake.read(PROMPT_WINDOWS).join(embeddings.select("item_id", "vector"), "item_id")
+    over all window rows where the user has none (`imputed`), so every user lands in a cluster.
+
+    Item vectors never travel once per interaction (at 1e8 interactions that shuffle wrote over
+    60 GB): window rows move as ids, grouped by user, and each task reads the item vectors from
+    the embeddings' files itself (the driver holds only their names); the view means are weighted
+    sums over per-item counts."""
+    window = lake.read(PROMPT_WINDOWS)
     has_ratings = window.where(F.col("rating").isNotNull()).limit(1).count() > 0
     view = F.when(F.col("rating") > label_threshold, POSITIVE).otherwise(NEGATIVE) if has_ratings else F.lit(POSITIVE)
-    rows = window.select("user_id", view.alias("view"), array_to_vector("vector").alias("features"))
+    rows = window.select("user_id", view.alias("view"), "item_id")
     views = sorted(r["view"] for r in rows.select("view").distinct().collect())  # positive, negative
     if NEGATIVE not in views:
         print("user clustering: no negative feedback in the prompt windows, so the negative view is absent")
-    per_user = rows.groupBy("user_id", "view").agg(Summarizer.mean(F.col("features")).alias("mean"))
-    per_view = rows.groupBy("view").agg(Summarizer.mean(F.col("features")).alias("view_mean"))
-    # per_view has one row per view (two at most): every user once per view, not a product of sizes.
-    all_pairs = lake.read(USERS).select("user_id").crossJoin(per_view)
-    points = all_pairs.join(per_user, ["user_id", "view"], "left").select(
+    vectors = embeddings.select("item_id", array_to_vector("vector").alias("features"))
+    per_view = (
+        rows.groupBy("item_id", "view")
+        .agg(F.count("*").cast("double").alias("weight"))
+        .join(vectors, "item_id")
+        .groupBy("view")
+        .agg(vector_to_array(Summarizer.mean(F.col("features"), F.col("weight")), "float32").alias("view_mean"))
+    )
+    # Every user once per view, marked by a null item: users without window rows get the view mean.
+    listed = lake.read(USERS).select("user_id", F.explode(F.array(*map(F.lit, views))).alias("view"))
+    keyed = rows.unionByName(listed.withColumn("item_id", F.lit(None).cast("string")))
+    # Delta's snapshot files of the embeddings (as many as the write's partitions, not per item).
+    files = embeddings.inputFiles()
+    means = keyed.repartition("user_id").mapInPandas(
+        partial(_window_means, files), "user_id string, view string, mean array<float>"
+    )
+    points = means.join(F.broadcast(per_view), "view").select(  # per_view: a row per view
         F.col("user_id").alias("entity_id"),
         "view",
-        vector_to_array(F.coalesce(F.col("mean"), F.col("view_mean")), "float32").alias("vector"),
+        F.coalesce(F.col("mean"), F.col("view_mean")).alias("vector"),
         F.col("mean").isNull().alias("imputed"),
     )
     return points, views
+
+
+@lru_cache(maxsize=1)  # per Python worker, which Spark reuses across tasks: read once, not per task
+def _item_matrix(files: tuple[str, ...]) -> tuple[pd.Index, np.ndarray]:
+    """The item ids and their vectors (items x dimension, float32) from Parquet files."""
+    tables = []
+    for uri in files:
+        filesystem, path = pafs.FileSystem.from_uri(uri)
+        tables.append(pq.read_table(path, columns=["item_id", "vector"], filesystem=filesystem))
+    table = pa.concat_tables(tables)
+    flat = table["vector"].combine_chunks().flatten().to_numpy().astype(np.float32)
+    return pd.Index(table["item_id"].to_numpy(zero_copy_only=False)), flat.reshape(table.num_rows, -1)
+
+
+def _window_means(files: list[str], batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Per listed (user, view) of this partition: the mean vector of its window items, or null
+    when it has none. A partition holds whole users (ids only), so one sparse product does it."""
+    parts = list(batches)
+    if not parts:
+        return
+    frame = pd.concat(parts, ignore_index=True)
+    index, matrix = _item_matrix(tuple(files))
+    codes, keys = pd.MultiIndex.from_frame(frame[["user_id", "view"]]).factorize()
+    rows = index.get_indexer(frame["item_id"])  # -1: the listing marker (or an item without a vector)
+    present = rows >= 0
+    counts = sparse.csr_matrix(
+        (np.ones(int(present.sum()), dtype=np.float32), (codes[present], rows[present])), shape=(len(keys), len(index))
+    )
+    sums = np.asarray(counts @ matrix)
+    sizes = np.asarray(counts.sum(axis=1)).ravel()
+    listed = np.unique(codes[frame["item_id"].isna().to_numpy()])
+    means = [sums[code] / sizes[code] if sizes[code] else None for code in listed]
+    yield pd.DataFrame(
+        {"user_id": keys.get_level_values(0)[listed], "view": keys.get_level_values(1)[listed], "mean": means}
+    )
 
 
 def _assign(points: DataFrame, prefix: str, target_size: int, clustering: ClusteringConfig, seed: int) -> DataFrame:
