@@ -115,8 +115,20 @@ class _SequenceLoss(nn.Module):
 
 
 def train_worker(job: TrainJob) -> dict[str, Any]:
-    """One rank of one training run; rank 0 returns the record for metrics.json."""
+    """One rank of one training run; every rank returns rank 0's record for metrics.json, because
+    TorchDistributor's local mode pickles each rank's return value to one file and keeps whichever
+    rank finished last (a rank returning `{}` there made the run's record vanish)."""
     rank, world = _distributed()
+    record = _train_rank(job, rank, world)
+    if world > 1:
+        shared = [record]
+        dist.broadcast_object_list(shared, src=0)
+        record = shared[0]
+    return record
+
+
+def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
+    """This rank's part of the run: rank 0's record, `{}` on the others."""
     torch.manual_seed(job.seed)
     np.random.seed(job.seed)
     model = build_model(job)
