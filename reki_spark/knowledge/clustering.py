@@ -70,20 +70,28 @@ def cluster_entities(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
             )
             for view in views
         ]
-        items_assigned, users_assigned = assigned[0], union_all(assigned[1:])
-        lake.overwrite(items_assigned.select(F.col("entity_id").alias("item_id"), "view", "cluster_id"), ITEM_CLUSTERS)
-        lake.overwrite(
-            users_assigned.select(F.col("entity_id").alias("user_id"), "view", "cluster_id", "imputed"), USER_CLUSTERS
-        )
-        lake.overwrite(describe_clusters(union_all(assigned), clustering.representatives), CLUSTERS)
+        # Computed once for the three writes: each would otherwise redo the assignment (at 1e8, the
+        # `clusters` write alone shuffled 30 GB doing so).
+        everyone = union_all(assigned).persist()
+        write_assignments(lake, everyone)
+        users_view_points.unpersist()  # the first write cached `everyone`, which holds the points
+        lake.overwrite(describe_clusters(everyone, clustering.representatives), CLUSTERS)
+        everyone.unpersist()
         # One row per view.
         counts = {row["view"]: row["count"] for row in lake.read(CLUSTERS).groupBy("view").count().collect()}
-        users_view_points.unpersist()
         record.rows_in = items.count() + lake.read(USERS).count()
         record.rows_out = sum(counts.values())
         record.details = {"clusters_per_view": counts, "user_views": views}
     print("clusters per view: " + ", ".join(f"{view} {n}" for view, n in sorted(counts.items())))
     return counts
+
+
+def write_assignments(lake: Lake, assigned: DataFrame) -> None:
+    """`item_clusters` and `user_clusters` from the points of every view with their `cluster_id`."""
+    is_item = F.col("view") == ITEM_VIEW
+    items, users = assigned.where(is_item), assigned.where(~is_item)
+    lake.overwrite(items.select(F.col("entity_id").alias("item_id"), "view", "cluster_id"), ITEM_CLUSTERS)
+    lake.overwrite(users.select(F.col("entity_id").alias("user_id"), "view", "cluster_id", "imputed"), USER_CLUSTERS)
 
 
 def item_embeddings(items: DataFrame, encoder: EncoderConfig) -> DataFrame:
@@ -186,7 +194,7 @@ def _assign(points: DataFrame, prefix: str, target_size: int, clustering: Cluste
         points = _two_level(points, k, target_size, clustering, seed)
         label = F.concat_ws("-", F.col("coarse").cast("string"), F.col("fine").cast("string"))
     return points.select(
-        "entity_id", "view", "vector", "features", "imputed", F.concat_ws(":", F.lit(prefix), label).alias("cluster_id")
+        "entity_id", "view", "vector", "imputed", F.concat_ws(":", F.lit(prefix), label).alias("cluster_id")
     )
 
 
@@ -196,6 +204,9 @@ def _fit_predict(points: DataFrame, k: int, clustering: ClusteringConfig, seed: 
         k=k, seed=seed, maxIter=clustering.max_iterations, featuresCol="features", predictionCol=column
     ).fit(points)
     return model.transform(points)
+
+
+FINE_SCHEMA = "entity_id string, view string, vector array<float>, imputed boolean, coarse int, fine long"
 
 
 def _two_level(points: DataFrame, k: int, target_size: int, clustering: ClusteringConfig, seed: int) -> DataFrame:
@@ -213,20 +224,20 @@ def _two_level(points: DataFrame, k: int, target_size: int, clustering: Clusteri
                 n_clusters=n_clusters, random_state=seed, n_init=1, max_iter=clustering.max_iterations
             ).fit_predict(vectors)
         )
-        return pd.DataFrame({"entity_id": group["entity_id"].to_numpy(), "fine": labels})
+        return group.assign(fine=labels)
 
-    labels = (
-        coarse.select("entity_id", "coarse", "vector")
-        .groupBy("coarse")
-        .applyInPandas(fine, "entity_id string, fine long")
-    )
-    return coarse.join(labels, "entity_id")
+    # The group's rows come back whole with their label: joining labels back would shuffle every
+    # vector once more.
+    columns = ["entity_id", "view", "vector", "imputed", "coarse"]
+    return coarse.select(*columns).groupBy("coarse").applyInPandas(fine, FINE_SCHEMA)
 
 
 def describe_clusters(assigned: DataFrame, representatives: int) -> DataFrame:
     """Per cluster: size, centroid (the members' mean) and the members nearest to it."""
-    centroids = assigned.groupBy("cluster_id", "view").agg(
-        F.count("*").alias("size"), Summarizer.mean(F.col("features")).alias("centroid_vector")
+    centroids = (
+        assigned.withColumn("features", array_to_vector("vector"))
+        .groupBy("cluster_id", "view")
+        .agg(F.count("*").alias("size"), Summarizer.mean(F.col("features")).alias("centroid_vector"))
     )
     centroids = centroids.select("cluster_id", "view", "size", vector_to_array("centroid_vector").alias("centroid"))
     squared = F.zip_with("vector", "centroid", lambda a, b: (a - b) * (a - b))

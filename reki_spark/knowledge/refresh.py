@@ -12,7 +12,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.ml.functions import array_to_vector
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -20,7 +19,13 @@ from reki_spark.config import RekiConfig
 from reki_spark.data.ingest import ingest
 from reki_spark.features import build_features
 from reki_spark.frames import union_all
-from reki_spark.knowledge.clustering import ITEM_VIEW, describe_clusters, item_embeddings, user_points
+from reki_spark.knowledge.clustering import (
+    ITEM_VIEW,
+    describe_clusters,
+    item_embeddings,
+    user_points,
+    write_assignments,
+)
 from reki_spark.knowledge.prompts import build_prompts
 from reki_spark.lake import CLUSTERS, ITEM_CLUSTERS, ITEM_EMBEDDINGS, ITEMS, USER_CLUSTERS, USERS, Lake
 
@@ -53,21 +58,12 @@ def refresh_clusters(spark: SparkSession, config: RekiConfig) -> RefreshPlan:
     )
     view_points, _ = user_points(lake, embeddings, config.features.label_threshold)
     assigned = union_all([_nearest(item_points, centroids), _nearest(view_points, centroids)]).persist()
-    lake.overwrite(
-        assigned.where(F.col("view") == ITEM_VIEW).select(F.col("entity_id").alias("item_id"), "view", "cluster_id"),
-        ITEM_CLUSTERS,
-    )
-    lake.overwrite(
-        assigned.where(F.col("view") != ITEM_VIEW).select(
-            F.col("entity_id").alias("user_id"), "view", "cluster_id", "imputed"
-        ),
-        USER_CLUSTERS,
-    )
+    write_assignments(lake, assigned)
 
     changed = _changed_clusters(lake, old_versions, config.refresh.max_membership_change)
     if changed:
         # Changed clusters get their members' new mean and representatives; the rest keep theirs.
-        members = assigned.where(F.col("cluster_id").isin(changed)).withColumn("features", array_to_vector("vector"))
+        members = assigned.where(F.col("cluster_id").isin(changed))
         described = describe_clusters(members, config.clustering.representatives)
         kept = lake.read(CLUSTERS).where(~F.col("cluster_id").isin(changed))
         lake.overwrite(kept.unionByName(described).localCheckpoint(), CLUSTERS)
