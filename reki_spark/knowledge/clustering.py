@@ -14,9 +14,6 @@ from functools import lru_cache, partial
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-from pyarrow import fs as pafs
 from pyspark.ml.clustering import BisectingKMeans, KMeans
 from pyspark.ml.functions import array_to_vector, vector_to_array
 from pyspark.ml.stat import Summarizer
@@ -37,6 +34,7 @@ from reki_spark.lake import (
     Lake,
 )
 from reki_spark.ledger import ledger_entry
+from reki_spark.parquet_files import read_parquet_files
 from reki_spark.text_encoder import TextEncoder
 
 ITEM_VIEW, POSITIVE, NEGATIVE = "item", "positive", "negative"
@@ -149,11 +147,7 @@ def user_points(lake: Lake, embeddings: DataFrame, label_threshold: float) -> tu
 @lru_cache(maxsize=1)  # per Python worker, which Spark reuses across tasks: read once, not per task
 def _item_matrix(files: tuple[str, ...]) -> tuple[pd.Index, np.ndarray]:
     """The item ids and their vectors (items x dimension, float32) from Parquet files."""
-    tables = []
-    for uri in files:
-        filesystem, path = pafs.FileSystem.from_uri(uri)
-        tables.append(pq.read_table(path, columns=["item_id", "vector"], filesystem=filesystem))
-    table = pa.concat_tables(tables)
+    table = read_parquet_files(files, ["item_id", "vector"])
     flat = table["vector"].combine_chunks().flatten().to_numpy().astype(np.float32)
     return pd.Index(table["item_id"].to_numpy(zero_copy_only=False)), flat.reshape(table.num_rows, -1)
 

@@ -17,8 +17,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 import torch
 from torch import distributed as dist
 from torch import nn
@@ -34,6 +32,7 @@ from reki_spark.models import (
     MostPop,
     SeqSchema,
 )
+from reki_spark.parquet_files import read_parquet_files
 from reki_spark.training.data import KnowledgeArrays
 from reki_spark.training.feeding import SplitFiles, ctr_batch, sequence_batch
 
@@ -391,8 +390,7 @@ def _padded(arrays: pd.Series) -> torch.Tensor:
 def item_counts(files: list[str], items: int) -> np.ndarray:
     """Per item index its count, from Parquet part files of (index, count) (0 for items absent)."""
     counts = np.zeros(items, dtype=np.float32)
-    for uri in files:
-        filesystem, path = pafs.FileSystem.from_uri(uri)
-        table = pq.read_table(path, filesystem=filesystem)
+    if files:
+        table = read_parquet_files(files, ["index", "count"])
         counts[table["index"].to_numpy()] = table["count"].to_numpy()
     return counts
