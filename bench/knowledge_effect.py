@@ -1,5 +1,6 @@
-"""Does knowledge help, and is it the LLM's text? One command per dataset, resumable across sessions
-(finished stages are marked, finished runs are not retrained):
+"""Does knowledge help, and is it the LLM's text? One command per dataset, resumable across sessions:
+finished stages are marked in the work folder, and a (model, seed) whose arms are all in the
+committed results/metrics.json is not retrained, even from a fresh clone with no work folder:
 
     python -m bench.knowledge_effect ml-100k --data ../shared/data/movielens_100k
     python -m bench.knowledge_effect ml-1m --data ../shared/data/movielens_1m \\
@@ -158,15 +159,32 @@ def run(name: str, data: str, sources: list[Source], work: Path, train_models: b
             shutil.copytree(work / "base" / "lake", folder / "lake.copying")
             (folder / "lake.copying").rename(folder / "lake")
         _once(spark, config, folder / "marks", source.stages)
-    target = None
+    committed = _committed(name)
     for model in experiment.models if train_models else ():
-        # One model and seed across every set at a time, results rewritten after each model: a run
-        # stopped part way already compares every arm on the seeds it finished.
+        # One model and seed across every set at a time, results rewritten after each: a run stopped
+        # part way already compares every arm on the seeds it finished, and once those results are
+        # committed a later session (a fresh clone, no runs/ folder) skips them.
         for seed in experiment.seeds:
-            for index in range(len(sources)):
+            for index, (source, _) in enumerate(configs):
+                if _labels(source, index == 0) <= {r["knowledge"] for r in committed.get((model, seed), [])}:
+                    continue
                 train(spark, config_of(index, (model,), (seed,)))
-        target = _write_results(spark, name, configs)
-    return target or _write_results(spark, name, configs)
+            _write_results(spark, name, configs)
+    return _write_results(spark, name, configs)
+
+
+def _labels(source: Source, primary: bool) -> set[str]:
+    """The arms one knowledge set's training reports, as the results name them."""
+    return set(CONTROL_ARMS) if primary else {f"collective_{source.label}"}
+
+
+def _committed(name: str) -> dict[tuple[str, int], list[dict]]:
+    """The results already in bench/results, by (model, seed): the record that outlives runs/."""
+    path = RESULTS / "knowledge_effect" / name / "metrics.json"
+    by_run: dict[tuple[str, int], list[dict]] = {}
+    for record in json.loads(path.read_text()) if path.exists() else []:
+        by_run.setdefault((record["model"], record["seed"]), []).append(record)
+    return by_run
 
 
 def _records(source: Source, config: RekiConfig, primary: bool) -> list[dict]:
@@ -185,7 +203,10 @@ def _knowledge_cost(spark: SparkSession, config: RekiConfig) -> dict:
 def _write_results(spark: SparkSession, name: str, configs: list[tuple[Source, RekiConfig]]) -> Path:
     target = RESULTS / "knowledge_effect" / name
     target.mkdir(parents=True, exist_ok=True)
-    records = [r for index, (s, c) in enumerate(configs) for r in _records(s, c, index == 0)]
+    key = lambda r: (r["model"], r["knowledge"], r["seed"])  # noqa: E731
+    earlier = [r for runs in _committed(name).values() for r in runs]
+    fresh = [r for index, (s, c) in enumerate(configs) for r in _records(s, c, index == 0)]
+    records = sorted({key(r): r for r in [*earlier, *fresh]}.values(), key=key)
     (target / "metrics.json").write_text(json.dumps(records, indent=1) + "\n")
     summary = summarize(records)
     write_chart(summary, target / "comparison.png")
