@@ -358,6 +358,9 @@ class TrainingConfig(_Strict):
     # Rows pass through a shuffling buffer of this many rows per rank, so every epoch sees a new
     # order (whole-dataset shuffling when the buffer holds the shard).
     shuffle_buffer: int = Field(200_000, ge=0)
+    # Keep every run's scored test rows in the `predictions` Delta table (written by Spark from
+    # files each evaluating rank stages; replaced when the run is scored again).
+    predictions: bool = False
     din: DinConfig = DinConfig()
     dcnv2: DcnV2Config = DcnV2Config()
     deepfm: DeepFmConfig = DeepFmConfig()

@@ -48,6 +48,7 @@ KNOWLEDGE = "knowledge"
 KNOWLEDGE_VECTORS = "knowledge_vectors"
 VOCAB = "vocab"
 SERVING_VECTORS = "serving_vectors"
+PREDICTIONS = "predictions"
 
 SCHEMAS: dict[str, T.StructType] = {
     USERS: _schema(
@@ -229,6 +230,21 @@ SCHEMAS: dict[str, T.StructType] = {
         ("vector", FLOAT_ARRAY, False),
         ("model", STR, False),
     ),
+    # Scored test rows of trained runs (`training.predictions`), one set per (model, knowledge,
+    # seed), replaced when the run is scored again: CTR rows with their label and probability,
+    # sequential rows with their target's 0-based ranks (full catalogue; among 99 sampled items).
+    PREDICTIONS: _schema(
+        ("task", STR, False),
+        ("model", STR, False),
+        ("knowledge", STR, False),
+        ("seed", INT, False),
+        ("user_id", STR, True),
+        ("item_id", STR, True),
+        ("label", DOUBLE, True),
+        ("score", DOUBLE, True),
+        ("rank", LONG, True),
+        ("sampled_rank", LONG, True),
+    ),
 }
 
 
@@ -311,6 +327,17 @@ class Lake:
             writer = conform(df, table).write.format("delta").mode("overwrite").option("overwriteSchema", "true")
             writer.save(self.path(table))
 
+    def replace(self, df: DataFrame, table: str, condition: str) -> None:
+        """Replace the rows that match the SQL `condition` with `df` (whose rows must match it) in
+        one commit, keeping the others; the table is created on first use."""
+        self._create_if_absent(table)
+        with self._described(f"replace {table} where {condition}"):
+            writer = conform(df, table).write.format("delta").mode("overwrite").option("replaceWhere", condition)
+            writer.save(self.path(table))
+
+    def _create_if_absent(self, table: str) -> None:
+        DeltaTable.createIfNotExists(self.spark).location(self.path(table)).addColumns(SCHEMAS[table]).execute()
+
     def append(self, df: DataFrame, table: str) -> None:
         with self._described(f"append {table}"):
             conform(df, table).write.format("delta").mode("append").save(self.path(table))
@@ -342,7 +369,7 @@ class Lake:
             try:
                 # Created empty first, so that even the first rows go through MERGE: two blind
                 # appends of the same key would both succeed.
-                DeltaTable.createIfNotExists(self.spark).location(self.path(table)).addColumns(SCHEMAS[table]).execute()
+                self._create_if_absent(table)
                 target = DeltaTable.forPath(self.spark, self.path(table)).alias("t")
                 with self._described(f"merge {table}"):
                     target.merge(rows.alias("s"), condition).whenMatchedUpdateAll().whenNotMatchedInsertAll().execute()

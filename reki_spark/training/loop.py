@@ -35,6 +35,7 @@ from reki_spark.models import (
 from reki_spark.parquet_files import read_parquet_files
 from reki_spark.training.data import KnowledgeArrays
 from reki_spark.training.feeding import SplitFiles, ctr_batch, sequence_batch
+from reki_spark.training.predictions import CTR_COLUMNS, RANKING_COLUMNS, ScoredRowsSink, scored_rows
 
 CRASH_AFTER_STEPS_ENV = "REKI_FAULT_CRASH_AFTER_STEPS"
 MOSTPOP = "mostpop"
@@ -81,6 +82,8 @@ class TrainJob(ModelSpec):
     eval_item_chunk: int = 8192
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
+    # Set: every rank writes its scored test rows here, for the `predictions` table.
+    predictions_dir: str | None = None
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -344,20 +347,29 @@ def evaluate(job: TrainJob, model: nn.Module, split: str, rank: int = 0, world: 
     ranks share the split."""
     model.eval()
     sums: MetricSums
-    if job.task == "ctr":
-        assert isinstance(job.schema, CtrSchema)
-        schema, sums = job.schema, CtrSums()
-        for _, frame in job.splits.batches(split, rank, world):
-            batch = ctr_batch(frame, schema.history_length, schema.category_slots, job.keyed_by)
-            sums.add(batch["label"], torch.sigmoid(model(batch)))
-    else:
-        sums = _ranking(job, model, split, rank, world)
+    scorer, columns = (_ctr, CTR_COLUMNS) if job.task == "ctr" else (_ranking, RANKING_COLUMNS)
+    with scored_rows(job.predictions_dir if split == "test" else None, rank, columns) as sink:
+        sums = scorer(job, model, split, rank, world, sink)
     if world > 1:
         sums.reduce()
     return sums.metrics()
 
 
-def _ranking(job: TrainJob, model: nn.Module, split: str, rank: int, world: int) -> RankingSums:
+def _ctr(job: TrainJob, model: nn.Module, split: str, rank: int, world: int, sink: ScoredRowsSink | None) -> CtrSums:
+    assert isinstance(job.schema, CtrSchema)
+    schema, sums = job.schema, CtrSums()
+    for _, frame in job.splits.batches(split, rank, world):
+        batch = ctr_batch(frame, schema.history_length, schema.category_slots, job.keyed_by)
+        probabilities = torch.sigmoid(model(batch))
+        sums.add(batch["label"], probabilities)
+        if sink is not None:
+            sink(frame["user_id"], frame["item_id"], frame["label"], probabilities.numpy())
+    return sums
+
+
+def _ranking(
+    job: TrainJob, model: nn.Module, split: str, rank: int, world: int, sink: ScoredRowsSink | None
+) -> RankingSums:
     """Full and sampled ranks of each row's target; the items a row's user saw before it travel
     with the row (`seen`), so no per-user table is held here. The sampled negatives of a batch are
     drawn from a stream seeded by the run and the batch's place in the split's files, so they are
@@ -376,6 +388,8 @@ def _ranking(job: TrainJob, model: nn.Module, split: str, rank: int, world: int)
             torch.Generator().manual_seed(stream),
         )
         sums.add(full_ranks, sampled_ranks)
+        if sink is not None:
+            sink(frame["user"], frame["target"], full_ranks.numpy(), sampled_ranks.numpy())
     return sums
 
 

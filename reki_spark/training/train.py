@@ -39,6 +39,7 @@ from reki_spark.training.data import (
 )
 from reki_spark.training.feeding import PetastormBatches, SplitFiles
 from reki_spark.training.loop import MOSTPOP, ModelSpec, TrainJob, best_model, evaluate, identity, train_worker
+from reki_spark.training.predictions import predictions_kept
 
 METRICS_FILE = "metrics.json"
 
@@ -49,7 +50,8 @@ def train(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any]]:
         results: list[dict[str, Any]] = []
         path = Path(config.output) / METRICS_FILE
         for job in _jobs(spark, config):
-            result = _run(spark, config, job)
+            with predictions_kept(lake, job.predictions_dir, identity(job)):
+                result = _run(spark, config, job)
             tracking.log_training_run(config, result, result.pop("history", []))
             results.append(result)
             write_metrics(config.output, results[-1:])  # a later crash keeps the finished runs
@@ -61,9 +63,11 @@ def train(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any]]:
 
 def evaluate_runs(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any]]:
     """Re-score the best checkpoint of every configured run on test."""
+    lake = Lake(spark, config.lake)
     results = []
     for job in _jobs(spark, config):
-        metrics = evaluate(job, best_model(job), "test")
+        with predictions_kept(lake, job.predictions_dir, identity(job)):
+            metrics = evaluate(job, best_model(job), "test")
         results.append({**identity(job), **metrics})
     print(f"metrics: {write_metrics(config.output, results)}")
     return results
@@ -152,6 +156,9 @@ def _train_job(
         train_rows=len(converter),
         splits=SplitFiles(view.splits, training.eval_batch_size),
         eval_item_chunk=training.eval_item_chunk,
+        predictions_dir=str(Path(config.output).resolve() / "predictions" / f"{model}-{mode}-{seed}")
+        if training.predictions
+        else None,
         **settings,
     )
 

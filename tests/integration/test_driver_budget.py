@@ -1,10 +1,10 @@
 """The driver holds no per-row data: the whole pipeline (ingest -> features -> cluster -> prompts ->
-extract -> encode -> train with its sharded evaluation -> report -> export -> refresh) runs in a fresh
-driver whose
-actions may bring back at most 1 MB (`spark.driver.maxResultSize`; join sides broadcast through the
-driver are held below it) and whose JVM has 1 GB, on a sample where any per-interaction table is
-several times that. A stage that collected its samples,
-interactions or sequences would fail the run; the control shows that such a collect does fail."""
+extract -> encode -> train with its sharded evaluation and predictions -> report -> export ->
+refresh) runs in a fresh driver whose actions may bring back at most 1 MB
+(`spark.driver.maxResultSize`; join sides broadcast through the driver are held below it) and whose
+JVM has 1 GB, on a sample where any per-interaction table is several times that. A stage that
+collected its samples, interactions or sequences would fail the run; the control shows that such a
+collect does fail."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ BUDGET = [
     "training.epochs=1",
     "training.sasrec.epochs=1",
     "training.batch_size=2048",
+    "training.predictions=true",
     "tracking.enabled=false",
 ]
 
@@ -81,6 +82,7 @@ def test_the_whole_pipeline_runs_within_a_one_megabyte_driver_budget(tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert {(r["model"], r["knowledge"]) for r in metrics} >= {("din", "collective"), ("sasrec", "collective")}
     assert (tmp_path / "run" / "serving" / "model.pt").exists()
+    assert (tmp_path / "lake" / "predictions" / "_delta_log").is_dir()  # scored rows kept, off the driver
     # The budget is small enough to catch a per-row collect: the samples table does not fit in it.
     control = _collect_samples(tmp_path)
     assert control.returncode != 0 and "maxResultSize" in control.stderr, control.stdout[-2000:]

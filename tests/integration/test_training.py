@@ -13,9 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from pyspark.sql import functions as F
 
+from reki_spark.evaluation.metrics import CtrSums
 from reki_spark.evaluation.report import write_report
+from reki_spark.lake import PREDICTIONS, SAMPLES, SEQUENCES, Lake
 from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS
 from reki_spark.training.data import CTR_FIELDS
 from reki_spark.training.feeding import PetastormBatches
@@ -101,8 +104,10 @@ def test_two_torchdistributor_ranks_end_in_sync(spark, trained_lake):
         "training.sasrec.epochs=2",
         "training.num_processes=2",
         "training.batch_size=128",
+        "training.predictions=true",
     )
     records = {record["model"]: record for record in train(spark, config)}
+    predictions = _assert_predictions_match(spark, config, records)
     for model in ("dcnv2", "sasrec"):
         assert records[model]["processes"] == 2 and records[model]["epochs_trained"] == 2
         first, second = records[model]["replica_checksums"]
@@ -118,6 +123,25 @@ def test_two_torchdistributor_ranks_end_in_sync(spark, trained_lake):
         assert len(metrics) >= 2
         for key in metrics:
             assert abs(rescored[key] - recorded[key]) < 1e-6, (rescored["model"], key)
+    assert Lake(spark, config.lake).read(PREDICTIONS).count() == predictions  # replaced, not appended
+
+
+def _assert_predictions_match(spark, config, records: dict) -> int:
+    """The scored rows the two ranks staged reach `predictions` whole, with their raw ids, and give
+    the recorded metrics again."""
+    lake = Lake(spark, config.lake)
+    stored = lake.read(PREDICTIONS).toPandas()  # a tiny test split
+    assert stored["user_id"].notna().all() and stored["item_id"].notna().all()
+    ctr = stored[stored["model"] == "dcnv2"]
+    assert len(ctr) == lake.read(SAMPLES).where(F.col("split") == "test").count()
+    sums = CtrSums()  # the same 2^20-bin histogram AUC the ranks reduced (near-equal scores tie in a bin)
+    sums.add(torch.as_tensor(ctr["label"].to_numpy()), torch.as_tensor(ctr["score"].to_numpy()))
+    assert abs(sums.metrics()["auc"] - records["dcnv2"]["auc"]) < 1e-9
+    ranked = stored[stored["model"] == "sasrec"]
+    assert len(ranked) == ranked["user_id"].nunique() == lake.read(SEQUENCES).count()
+    assert abs((ranked["rank"] < 10).mean() - records["sasrec"]["recall@10_full"]) < 1e-9
+    assert abs((ranked["sampled_rank"] < 10).mean() - records["sasrec"]["recall@10_sampled99"]) < 1e-9
+    return len(stored)
 
 
 def test_petastorm_feeds_every_row_once_per_epoch_across_two_ranks(spark, tmp_path):
