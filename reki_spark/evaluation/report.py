@@ -28,8 +28,10 @@ METRIC_COLUMNS = {
     "ctr": ["auc", "logloss"],
     "sequential": ["ndcg@10_full", "recall@10_full", "ndcg@10_sampled99", "recall@10_sampled99"],
 }
-# A difference is called better or worse only below this p-value; otherwise "no difference shown".
+# A difference is called better or worse only below this p-value, over at least MIN_SEEDS seeds
+# on each side; otherwise "no difference shown" (or, p below it on fewer seeds, "not called").
 SIGNIFICANCE = 0.05
+MIN_SEEDS = 5
 
 
 def summarize(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -77,11 +79,14 @@ class Comparison:
     low: float  # 95% confidence interval of the difference
     high: float
     p_value: float
+    seeds: int  # the smaller side's
 
     @property
     def verdict(self) -> str:
         if math.isnan(self.p_value) or self.p_value >= SIGNIFICANCE:
             return "no difference shown"
+        if self.seeds < MIN_SEEDS:
+            return f"not called (p < {SIGNIFICANCE} on fewer than {MIN_SEEDS} seeds)"
         return "better" if self.difference > 0 else "worse"
 
 
@@ -90,15 +95,16 @@ def welch(values: list[float], baseline: list[float]) -> Comparison:
     two-sided p-value; NaN where either side has fewer than two seeds."""
     a, b = np.asarray(values, dtype=float), np.asarray(baseline, dtype=float)
     difference = float(a.mean() - b.mean()) if len(a) and len(b) else math.nan
-    if len(a) < 2 or len(b) < 2:
-        return Comparison(difference, math.nan, math.nan, math.nan)
+    seeds = min(len(a), len(b))
+    if seeds < 2:
+        return Comparison(difference, math.nan, math.nan, math.nan, seeds)
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
     if va + vb == 0:  # identical seeds on both sides: nothing to test
-        return Comparison(difference, difference, difference, 1.0 if difference == 0 else 0.0)
+        return Comparison(difference, difference, difference, 1.0 if difference == 0 else 0.0, seeds)
     freedom = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     margin = float(stats.t.ppf(0.975, freedom) * math.sqrt(va + vb))
     p_value = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-    return Comparison(difference, difference - margin, difference + margin, p_value)
+    return Comparison(difference, difference - margin, difference + margin, p_value, seeds)
 
 
 def comparisons(summary: pd.DataFrame) -> pd.DataFrame:

@@ -1,5 +1,5 @@
 """The report's statistics: Welch's t-test and its 95% interval decide better / worse / no
-difference shown; one standard deviation is not enough."""
+difference shown, over at least five seeds; one standard deviation is not enough."""
 
 import math
 
@@ -29,6 +29,11 @@ def test_clear_differences_are_called_both_ways():
     assert better.high - better.difference == pytest.approx(better.difference - better.low)
 
 
+def test_a_clear_difference_on_three_seeds_is_not_called():
+    result = welch([0.80, 0.81, 0.79], [0.70, 0.71, 0.69])
+    assert result.p_value < 0.01 and result.verdict.startswith("not called")
+
+
 def test_one_seed_gives_no_test():
     result = welch([0.8], [0.7])
     assert math.isnan(result.p_value) and result.verdict == "no difference shown"
@@ -37,7 +42,7 @@ def test_one_seed_gives_no_test():
 def test_report_rows_compare_with_none_and_mostpop():
     records = [
         {"task": "sequential", "model": model, "knowledge": knowledge, "seed": seed, **metrics}
-        for seed in (1, 2, 3)
+        for seed in (1, 2, 3, 4, 5)
         for model, knowledge, value in [
             ("sasrec", "none", 0.10 + seed * 1e-3),
             ("sasrec", "collective", 0.12 + seed * 1e-3),
@@ -49,7 +54,7 @@ def test_report_rows_compare_with_none_and_mostpop():
     ]
     summary = summarize(records)
     primary = summary[summary["metric"] == "ndcg@10_full"].set_index(["model", "knowledge"])
-    assert primary.loc[("sasrec", "none"), "vs_mostpop"] == pytest.approx(0.102 / 0.04)
+    assert primary.loc[("sasrec", "none"), "vs_mostpop"] == pytest.approx(0.103 / 0.04)
     (row,) = comparisons(summary).itertuples()
     assert row.knowledge == "collective" and row.comparison.verdict == "better"
 
