@@ -10,7 +10,9 @@ One base lake (ingest, features, the product's own clusters and prompts) is copi
 knowledge source, because a source owns its cluster and knowledge tables: SmolLM2 or Qwen answers
 to the product's prompts, or the REKI authors' GPT-3.5 groups and answers imported. The first
 source trains `none`, the two controls (`shuffled`, `cluster_only`: no LLM text) and `collective`;
-every further source trains its `collective` only, reported as `collective_<source>`. Results go to
+every further source trains its `collective` and its own bare-groups control, reported as
+`collective_<source>` and `cluster_only_<source>` (the groups of an imported set may have been
+built from other data than the product's, so each grouping needs its own control). Results go to
 bench/results/knowledge_effect/<dataset>/: report.md (the product's statistics: mean ± std, 95%
 intervals, Welch p-values against `none` and against both controls), metrics.json, comparison.png
 and knowledge_cost.json (LLM calls, tokens and seconds of each knowledge set).
@@ -44,6 +46,7 @@ Stage = Callable[[SparkSession, RekiConfig], object]
 # In training order: `none` and `collective` first, so that a partial run already compares them.
 CONTROL_ARMS = ("none", "collective", "shuffled", "cluster_only")
 KNOWLEDGE_STAGES = ("extract", "import-knowledge", "encode")
+OWN_CLUSTER_ARMS = ("collective", "cluster_only")
 
 
 def _extract(spark: SparkSession, config: RekiConfig) -> object:
@@ -147,8 +150,10 @@ def run(name: str, data: str, sources: list[Source], work: Path, train_models: b
         (("ingest", ingest), ("features", build_features), ("cluster", cluster_entities), ("prompts", build_prompts)),
     )
 
-    def config_of(index: int, models: tuple[str, ...], seeds: tuple[int, ...] = experiment.seeds) -> RekiConfig:
-        arms = CONTROL_ARMS if index == 0 else ("collective",)
+    def config_of(
+        index: int, models: tuple[str, ...], seeds: tuple[int, ...] = experiment.seeds, arms: tuple[str, ...] = ()
+    ) -> RekiConfig:
+        arms = arms or tuple(_arms(sources[index], index == 0))
         folder = work / sources[index].label
         return _config(experiment, data, folder, arms, models, seeds, *sources[index].overrides)
 
@@ -166,17 +171,22 @@ def run(name: str, data: str, sources: list[Source], work: Path, train_models: b
         # part way already compares every arm on the seeds it finished, and once those results are
         # committed a later session (a fresh clone, no runs/ folder) skips them.
         for seed in experiment.seeds:
+            done = {r["knowledge"] for r in committed.get((model, seed), [])}
             for index, (source, _) in enumerate(configs):
-                if _labels(source, index == 0) <= {r["knowledge"] for r in committed.get((model, seed), [])}:
-                    continue
-                train(spark, config_of(index, (model,), (seed,)))
+                missing = tuple(arm for arm, label in _arms(source, index == 0).items() if label not in done)
+                if missing:
+                    train(spark, config_of(index, (model,), (seed,), missing))
             _write_results(spark, name, configs)
     return _write_results(spark, name, configs)
 
 
-def _labels(source: Source, primary: bool) -> set[str]:
-    """The arms one knowledge set's training reports, as the results name them."""
-    return set(CONTROL_ARMS) if primary else {f"collective_{source.label}"}
+def _arms(source: Source, primary: bool) -> dict[str, str]:
+    """The arms one knowledge set trains, each with its name in the results: the first set trains
+    every arm; a further set its collective knowledge and the bare-groups control on its own
+    clusters (a grouping's own signal, whichever data built it), suffixed with its label."""
+    if primary:
+        return {arm: arm for arm in CONTROL_ARMS}
+    return {arm: f"{arm}_{source.label}" for arm in OWN_CLUSTER_ARMS}
 
 
 def _committed(name: str) -> dict[tuple[str, int], list[dict]]:
@@ -191,9 +201,8 @@ def _committed(name: str) -> dict[tuple[str, int], list[dict]]:
 def _records(source: Source, config: RekiConfig, primary: bool) -> list[dict]:
     path = Path(config.output) / METRICS_FILE
     records = json.loads(path.read_text()) if path.exists() else []
-    if primary:
-        return records
-    return [{**r, "knowledge": f"collective_{source.label}"} for r in records if r["knowledge"] == "collective"]
+    names = _arms(source, primary)
+    return [{**r, "knowledge": names[r["knowledge"]]} for r in records if r["knowledge"] in names]
 
 
 def _knowledge_cost(spark: SparkSession, config: RekiConfig) -> dict:
@@ -224,6 +233,7 @@ def _write_results(spark: SparkSession, name: str, configs: list[tuple[Source, R
         *sources,
         "- `shuffled`, `cluster_only`: the first set's controls (its vectors permuted among groups; a "
         "learned embedding of its group ids). No LLM text.",
+        "- `cluster_only_<set>`: a learned embedding of that set's own group ids. No LLM text.",
         "",
         *results_lines(summary, "comparison.png"),
         "## LLM cost of each knowledge set",
