@@ -40,7 +40,7 @@ from reki_spark.knowledge.importing import import_knowledge
 from reki_spark.knowledge.prompts import build_prompts
 from reki_spark.lake import LEDGER, Lake
 from reki_spark.session import get_spark
-from reki_spark.training.train import METRICS_FILE, train
+from reki_spark.training.train import METRICS_FILE, train, write_metrics
 
 Stage = Callable[[SparkSession, RekiConfig], object]
 # In training order: `none` and `collective` first, so that a partial run already compares them.
@@ -191,7 +191,7 @@ def _arms(source: Source, primary: bool) -> dict[str, str]:
 
 def _committed(name: str) -> dict[tuple[str, int], list[dict]]:
     """The results already in bench/results, by (model, seed): the record that outlives runs/."""
-    path = RESULTS / "knowledge_effect" / name / "metrics.json"
+    path = RESULTS / "knowledge_effect" / name / METRICS_FILE
     by_run: dict[tuple[str, int], list[dict]] = {}
     for record in json.loads(path.read_text()) if path.exists() else []:
         by_run.setdefault((record["model"], record["seed"]), []).append(record)
@@ -213,11 +213,9 @@ def _knowledge_cost(spark: SparkSession, config: RekiConfig) -> dict:
 def _write_results(spark: SparkSession, name: str, configs: list[tuple[Source, RekiConfig]]) -> Path:
     target = RESULTS / "knowledge_effect" / name
     target.mkdir(parents=True, exist_ok=True)
-    key = lambda r: (r["model"], r["knowledge"], r["seed"])  # noqa: E731
-    earlier = [r for runs in _committed(name).values() for r in runs]
     fresh = [r for index, (s, c) in enumerate(configs) for r in _records(s, c, index == 0)]
-    records = sorted({key(r): r for r in [*earlier, *fresh]}.values(), key=key)
-    (target / "metrics.json").write_text(json.dumps(records, indent=1) + "\n")
+    # Merged into the committed records by run, which outlive the work folder.
+    records = json.loads(write_metrics(str(target), fresh).read_text())
     summary = summarize(records)
     write_chart(summary, target / "comparison.png")
     costs = {source.label: {"llm": source.llm, **_knowledge_cost(spark, config)} for source, config in configs}

@@ -127,7 +127,6 @@ def comparisons(summary: pd.DataFrame) -> pd.DataFrame:
                     "mean": row["mean"],
                     "none": base["mean"],
                     "gain_pct": row["gain_pct"],
-                    "seeds": min(row["seeds"], base["seeds"]),
                     "comparison": result,
                 }
             )
@@ -141,7 +140,7 @@ def _verdict(summary: pd.DataFrame) -> list[str]:
         stated = (
             "(fewer than two seeds: no test)"
             if math.isnan(result.p_value)
-            else f"{result.verdict} (p = {result.p_value:.3g}, Welch's t-test, {int(row['seeds'])} seeds)"
+            else f"{result.verdict} (p = {result.p_value:.3g}, Welch's t-test, {result.seeds} seeds)"
         )
         lines.append(
             f"- {row['task']} {row['model']}: `{row['knowledge']}` vs `none` on {row['metric']}: "

@@ -79,7 +79,7 @@ def _padded_columns(items: Column, length: int, prefix: str) -> list[Column]:
     return [F.element_at(padded, i + 1).cast("int").alias(f"{prefix}{i}") for i in range(length)]
 
 
-def _vocab_codes(vocab: DataFrame, field: str, key: str = "_item") -> DataFrame:
+def vocab_codes(vocab: DataFrame, field: str, key: str = "_item") -> DataFrame:
     """(key, index): the vocabulary codes of `field`; the default key is the shape `_mapped_array` joins on."""
     return vocab.where(F.col("field") == field).select(F.col("value").alias(key), F.col("index"))
 
@@ -100,7 +100,7 @@ def item_codes(lake: Lake, vocab: DataFrame, category_slots: int) -> DataFrame:
     items = encode_field(lake.read(ITEMS), vocab, "item_id", F.col("item_id"), "item_index").withColumn(
         "_kept", F.slice("categories", 1, category_slots)
     )
-    coded = _mapped_array(items, "item_id", "_kept", "category_codes", _vocab_codes(vocab, "item_category"))
+    coded = _mapped_array(items, "item_id", "_kept", "category_codes", vocab_codes(vocab, "item_category"))
     return coded.select("item_id", "item_index", "category_codes")
 
 
@@ -196,7 +196,7 @@ def _coded_sequences(lake: Lake, vocab: DataFrame, knowledge: KnowledgeRows | No
     `knowledge`, the prefix's item knowledge rows (`prefix_rows`), the valid item's (`valid_row`)
     and the user's rows per view (`user_knowledge`)."""
     encoded = encode_field(lake.read(SEQUENCES), vocab, "user_id", F.col("user_id"), "user")
-    coded = _mapped_array(encoded, "user_id", "item_ids", "prefix", _vocab_codes(vocab, "item_id"))
+    coded = _mapped_array(encoded, "user_id", "item_ids", "prefix", vocab_codes(vocab, "item_id"))
     if knowledge is None:
         return coded
     item_rows, user_rows = knowledge
@@ -268,7 +268,7 @@ def _with_valid(prefix: Column, valid: Column, split: str) -> Column:
 
 def item_popularity(lake: Lake, vocab: DataFrame) -> DataFrame:
     """(index, count): how often each item occurs in the training prefixes (MostPop's scores)."""
-    items = _vocab_codes(vocab, "item_id", key="item_id")
+    items = vocab_codes(vocab, "item_id", key="item_id")
     counts = lake.read(SEQUENCES).select(F.explode("item_ids").alias("item_id")).groupBy("item_id").count()
     return counts.join(items, "item_id").select(F.col("index").cast("long"), F.col("count").cast("float"))
 
@@ -337,8 +337,8 @@ def entity_knowledge_rows(lake: Lake, vocab: DataFrame, keyed: str | None) -> Kn
     if keyed == KEYED_BY_CLUSTER:
         return ClusterRows.of(lake).entity_rows(lake)
     index = F.col("index") if keyed == KEYED_BY_ENTITY else F.lit(0)
-    items = _vocab_codes(vocab, "item_id", key="item_id").select("item_id", index.alias(ITEM_KNOWLEDGE))
-    users = _vocab_codes(vocab, "user_id", key="user_id").select("user_id", F.array(index).alias(USER_KNOWLEDGE))
+    items = vocab_codes(vocab, "item_id", key="item_id").select("item_id", index.alias(ITEM_KNOWLEDGE))
+    users = vocab_codes(vocab, "user_id", key="user_id").select("user_id", F.array(index).alias(USER_KNOWLEDGE))
     return items, users
 
 
@@ -403,7 +403,7 @@ def _cluster_table(vectors: DataFrame, cluster_ids: list[str]) -> np.ndarray:
 
 def _entity_table(vectors: DataFrame, vocab: DataFrame, entity_type: str, size: int) -> np.ndarray:
     """Individual mode: the vector of each entity at its vocabulary index."""
-    codes = _vocab_codes(vocab, f"{entity_type}_id", key="entity_id")
+    codes = vocab_codes(vocab, f"{entity_type}_id", key="entity_id")
     typed = vectors.where(F.col("entity_type") == entity_type).join(codes, "entity_id")
     # One row per entity, at most INDIVIDUAL_MAX_ENTITIES (checked by the caller).
     found = {r["index"]: np.asarray(r["vector"], dtype=np.float32) for r in typed.select("index", "vector").collect()}

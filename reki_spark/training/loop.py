@@ -82,8 +82,13 @@ class TrainJob(ModelSpec):
     eval_item_chunk: int = 8192
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
-    # Set: every rank writes its scored test rows here, for the `predictions` table.
-    predictions_dir: str | None = None
+    # Set: every rank writes its scored test rows under it, for the `predictions` table.
+    predictions_root: str | None = None
+
+    @property
+    def predictions_dir(self) -> str | None:
+        """This run's staging folder for `predictions` (None: the run keeps no predictions)."""
+        return None if self.predictions_root is None else str(Path(self.predictions_root) / self.name)
 
 
 def build_model(spec: ModelSpec) -> nn.Module:

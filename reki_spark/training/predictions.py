@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from reki_spark.lake import PREDICTIONS, VOCAB, Lake
+from reki_spark.training.data import vocab_codes
 
 # Columns of a staged file: the row's user and item codes, then the task's scores.
 CTR_COLUMNS = ("user_code", "item_code", "label", "score")
@@ -65,18 +66,14 @@ def predictions_kept(lake: Lake, folder: str | None, identity: dict[str, Any]) -
 
 
 def _decoded_rows(lake: Lake, folder: str, identity: dict[str, Any]) -> DataFrame:
-    staged = lake.spark.read.parquet(Path(folder).resolve().as_uri())
+    rows = lake.spark.read.parquet(Path(folder).resolve().as_uri())
     vocab = lake.read(VOCAB)
-    rows = staged.join(_decoded(vocab, "user_id", "user_code"), "user_code", "left")
-    rows = rows.join(_decoded(vocab, "item_id", "item_code"), "item_code", "left")
-    for column in sorted({*CTR_COLUMNS, *RANKING_COLUMNS} - set(staged.columns)):
+    for field, code in (("user_id", "user_code"), ("item_id", "item_code")):
+        rows = rows.join(vocab_codes(vocab, field, key=field).withColumnRenamed("index", code), code, "left")
+    for column in sorted({*CTR_COLUMNS, *RANKING_COLUMNS} - set(rows.columns)):
         rows = rows.withColumn(column, F.lit(None))
     return rows.select("*", *[F.lit(value).alias(name) for name, value in identity.items()])
 
 
 def _matching(identity: dict[str, Any]) -> str:
     return " AND ".join(f"{name} = {value!r}" for name, value in identity.items())
-
-
-def _decoded(vocab: DataFrame, field: str, code: str) -> DataFrame:
-    return vocab.where(F.col("field") == field).select(F.col("index").alias(code), F.col("value").alias(field))

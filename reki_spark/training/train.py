@@ -156,9 +156,7 @@ def _train_job(
         train_rows=len(converter),
         splits=SplitFiles(view.splits, training.eval_batch_size),
         eval_item_chunk=training.eval_item_chunk,
-        predictions_dir=str(Path(config.output).resolve() / "predictions" / f"{model}-{mode}-{seed}")
-        if training.predictions
-        else None,
+        predictions_root=str(Path(config.output).resolve() / "predictions") if training.predictions else None,
         **settings,
     )
 
