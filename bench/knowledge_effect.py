@@ -166,11 +166,11 @@ def run(name: str, data: str, sources: list[Source], work: Path, train_models: b
             (folder / "lake.copying").rename(folder / "lake")
         _once(spark, config, folder / "marks", source.stages)
     committed = _committed(name)
-    for model in experiment.models if train_models else ():
-        # One model and seed across every set at a time, results rewritten after each: a run stopped
-        # part way already compares every arm on the seeds it finished, and once those results are
-        # committed a later session (a fresh clone, no runs/ folder) skips them.
-        for seed in experiment.seeds:
+    for seed in experiment.seeds if train_models else ():
+        # One seed and model across every set at a time, results rewritten after each: a run stopped
+        # part way already compares every arm of every backbone on the seeds it finished, and once
+        # those results are committed a later session (a fresh clone, no runs/ folder) skips them.
+        for model in experiment.models:
             done = {r["knowledge"] for r in committed.get((model, seed), [])}
             for index, (source, _) in enumerate(configs):
                 missing = tuple(arm for arm, label in _arms(source, index == 0).items() if label not in done)
