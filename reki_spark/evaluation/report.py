@@ -151,21 +151,32 @@ def _verdict(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _controls(knowledge: str, settings: set[str]) -> list[str]:
+    """The controls that carry a collective set's own groups: `collective` and any set extracted on
+    the same clusters (`collective_<llm>`) share `shuffled`/`cluster_only`; a set on groups of its
+    own (it has a `cluster_only_<llm>`, say) is held to `<control>_<llm>`, missing ones included."""
+    suffix = knowledge.removeprefix("collective")
+    own = [f"{control}{suffix}" for control in KNOWLEDGE_CONTROLS]
+    return own if suffix and settings & set(own) else list(KNOWLEDGE_CONTROLS)
+
+
 def _llm_verdict(summary: pd.DataFrame) -> list[str]:
-    """Collective knowledge (and any other LLM's collective set on the same groups, labelled
-    `collective_<llm>`) against the controls: the effect is the LLM's text only where it beats
-    both the shuffled vectors and the bare groups."""
+    """Each collective set against the controls on its groups: the effect is the LLM's text only
+    where it beats both the shuffled vectors and the bare groups."""
     lines = []
     primary = summary[summary["metric"] == summary["task"].map(PRIMARY)]
     for (task, model), group in primary.groupby(["task", "model"]):
         by_setting = group.set_index("knowledge")
-        if not set(KNOWLEDGE_CONTROLS) <= set(by_setting.index):
-            continue
-        for knowledge in [k for k in by_setting.index if k == "collective" or k.startswith("collective_")]:
+        settings = set(by_setting.index)
+        for knowledge in sorted(k for k in settings if k == "collective" or k.startswith("collective_")):
+            controls = _controls(knowledge, settings)
+            if not settings & set(controls):
+                continue
             values = by_setting.loc[knowledge, "values"]
-            results = {c: welch(values, by_setting.loc[c, "values"]) for c in KNOWLEDGE_CONTROLS}
+            results = {c: welch(values, by_setting.loc[c, "values"]) for c in controls if c in settings}
             parts = [f"vs `{c}` {r.difference:+.4f} (p = {r.p_value:.3g}): {r.verdict}" for c, r in results.items()]
-            shown = all(r.verdict == "better" for r in results.values())
+            parts += [f"vs `{c}`: not trained" for c in controls if c not in settings]
+            shown = len(results) == len(controls) and all(r.verdict == "better" for r in results.values())
             lines.append(
                 f"- {task} {model}: `{knowledge}` {'; '.join(parts)}; an effect of the LLM's text is "
                 + ("shown." if shown else "not shown (it must beat both controls at p < 0.05).")

@@ -88,3 +88,19 @@ def test_another_llms_collective_set_is_held_to_the_same_controls():
     lines = _llm_verdict(summarize(_ctr_records(means)))
     assert [line.split("`")[1] for line in lines] == ["collective", "collective_qwen05"]
     assert lines[0].endswith("is shown.") and not lines[1].endswith("is shown.")
+
+
+def test_a_collective_set_on_its_own_groups_is_held_to_its_own_controls():
+    from reki_spark.evaluation.report import _llm_verdict
+
+    means = {
+        "none": 0.69,
+        "collective": 0.72,
+        "shuffled": 0.70,
+        "cluster_only": 0.70,
+        "collective_smollm2": 0.72,
+        "cluster_only_smollm2": 0.70,
+    }
+    line = _llm_verdict(summarize(_ctr_records(means)))[1]
+    assert "vs `cluster_only_smollm2` +0.0200" in line and "vs `shuffled_smollm2`: not trained" in line
+    assert "vs `cluster_only` " not in line and line.endswith("(it must beat both controls at p < 0.05).")
