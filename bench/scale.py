@@ -5,24 +5,30 @@ on two TorchDistributor ranks with the sharded evaluation. Per stage: wall secon
 resident memory of the whole process tree (driver JVM, Python workers, training ranks); the growth
 1e7 -> 1e8; and Spark's job profile of the slowest stage.
 
-Each size is resumable: a finished stage's measurement is kept in `runs/bench-scale/n<size>/
-stages.json` with the settings it ran under and the commit, and is not rerun while the settings
-are the same, so a 1e8 run can span sessions; `--data-only` stops before training (its hours).
+Resumable across sessions: every stage's measurement (its settings, commit, profile) goes into the
+committed `bench/results/scale.json` as soon as it finishes, and a stage recorded with the same
+settings is not measured again unless `--measure` names it. The lake under `runs/bench-scale/`
+rarely outlives a session, so a stage that must run reruns (and re-measures) the stages it reads
+first. Training reads only what ingest and features write, so it runs before the cluster stage:
+the 1e8 ingest + features + training fit one session, clustering's 40 min another.
+`--data-only` leaves training out.
 Peak memory is the running maximum of the process tree during the stage: the JVM keeps heap it once
 took, so a later stage inherits that much."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import shutil
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
 
-from bench.common import Measure, PeakMemory, save
+from bench.common import RESULTS, Measure, PeakMemory, save
 from bench.spark_stages import jobs_by_description
 from reki_spark.cli import SPARK_STAGES as DATA_STAGES
 from reki_spark.cli import StageFunction
@@ -75,31 +81,74 @@ def _measure(spark: SparkSession, config: RekiConfig, name: str, stage: StageFun
     return record
 
 
-def run_size(size: int, with_training: bool) -> dict[str, Any]:
+# In the order they run: training needs only ingest and features (knowledge `none`).
+STAGES: dict[str, StageFunction] = {
+    "ingest": DATA_STAGES["ingest"],
+    "features": DATA_STAGES["features"],
+    "train": train,
+    "cluster": DATA_STAGES["cluster"],
+    "prompts": DATA_STAGES["prompts"],
+}
+READS: dict[str, tuple[str, ...]] = {
+    "ingest": (),
+    "features": ("ingest",),
+    "train": ("ingest", "features"),
+    "cluster": ("ingest", "features"),
+    "prompts": ("ingest", "features", "cluster"),
+}
+
+
+def _committed() -> dict[str, dict[str, Any]]:
+    """Every recorded stage by size, from the committed results (earlier variants' keys included)."""
+    path = RESULTS / "scale.json"
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text())["measures"][0]["details"]["sizes"]
+
+
+def run_size(
+    size: int, stages: dict[str, Any], wanted: list[str], measure: set[str], recorded: Callable[[], None]
+) -> None:
+    """Measures each wanted stage of one size that is not recorded under these settings (or that
+    `measure` names) into `stages`, calling `recorded` after each; first reruns what it reads,
+    unless this process's lake already holds it."""
     folder = WORK / f"n{size}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / "stages.json"
-    stages: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    shutil.rmtree(folder, ignore_errors=True)  # a lake left by a stopped run holds unknown stages
     settings = _settings(size, folder)
+    todo = [n for n in wanted if n in measure or stages.get(n, {}).get("settings") != settings]
+    if not todo:
+        return
     config = load_config("jobs/configs/sample.yaml", settings)
     spark = get_spark(config)
-    for name, stage in [*DATA_STAGES.items(), *([("train", train)] if with_training else [])]:
-        if stages.get(name, {}).get("settings") != settings:
-            stages[name] = {**_measure(spark, config, name, stage), "settings": settings}
-            path.write_text(json.dumps(stages, indent=2) + "\n")
+    in_lake: set[str] = set()
+    for name in todo:
+        for needed in [*READS[name], name]:
+            if needed not in in_lake:
+                stages[needed] = {**_measure(spark, config, needed, STAGES[needed]), "settings": settings}
+                in_lake.add(needed)
+                recorded()
     spark.stop()
-    return stages
 
 
 def _data_seconds(stages: dict[str, Any]) -> float:
     return sum(stages[name]["seconds"] for name in DATA_STAGES)
 
 
-def main(sizes: list[int], with_training: bool = True) -> None:
+def main(sizes: list[int], with_training: bool, measure: set[str]) -> None:
     if len(sizes) < 2:
         raise SystemExit("bench.scale needs two sizes to report a growth ratio (default: 1e7 1e8)")
-    results = {size: run_size(size, with_training) for size in sizes}
-    small, large = sorted(sizes)[-2:]
+    committed = _committed()
+    results = {size: committed.get(str(size), {}) for size in sizes}
+    wanted = [name for name in STAGES if with_training or name != "train"]
+    for size in sorted(sizes):
+        run_size(size, results[size], wanted, measure, lambda: _save(results))
+    _save(results)
+
+
+def _save(results: dict[int, dict[str, Any]]) -> None:
+    small, large = sorted(results)[-2:]
+    if not all(name in results[size] for size in (small, large) for name in DATA_STAGES):
+        return  # a growth ratio needs every data stage at both sizes
     slowest = max(DATA_STAGES, key=lambda name: results[large][name]["seconds"])
     measures = [
         Measure(
@@ -109,7 +158,8 @@ def main(sizes: list[int], with_training: bool = True) -> None:
             {"sizes": {str(size): stages for size, stages in results.items()}, "slowest_stage": slowest},
         )
     ]
-    if all("train" in results[size] for size in (small, large)):
+    trained = all("train" in results[size] for size in (small, large))
+    if trained:
         measures.append(
             Measure(
                 f"DIN epoch + evaluation time growth {small:.0e} -> {large:.0e}",
@@ -121,11 +171,20 @@ def main(sizes: list[int], with_training: bool = True) -> None:
         "scale",
         measures,
         notes="One run per size (the 1e8 run takes hours on 2 cores). Data stages: ingest, features, cluster, "
-        "prompts. Peak memory: resident set of the whole process tree, per stage."
-        + ("" if len(measures) > 1 else " Training not yet measured at both sizes (run without --data-only)."),
+        "prompts. Peak memory: resident set of the whole process tree, per stage. Each record carries its commit."
+        + ("" if trained else " Training not yet measured at both sizes."),
     )
 
 
 if __name__ == "__main__":
-    arguments = [arg for arg in sys.argv[1:] if arg != "--data-only"]
-    main([int(float(arg)) for arg in arguments] or [10_000_000, 100_000_000], "--data-only" not in sys.argv)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("sizes", nargs="*", type=float, default=[1e7, 1e8])
+    parser.add_argument("--data-only", action="store_true", help="leave training out")
+    parser.add_argument(
+        "--measure", default="", help="comma-separated stages to measure again though recorded, e.g. train,cluster"
+    )
+    arguments = parser.parse_args()
+    measure = {name for name in arguments.measure.split(",") if name}
+    if unknown := measure - set(STAGES):
+        parser.error(f"unknown stages {sorted(unknown)}; known: {list(STAGES)}")
+    main([int(size) for size in arguments.sizes], not arguments.data_only, measure)
