@@ -139,7 +139,16 @@ def _once(spark: SparkSession, config: RekiConfig, marks: Path, stages: tuple[tu
             mark.touch()
 
 
-def run(name: str, data: str, sources: list[Source], work: Path, train_models: bool = True) -> Path:
+def run(
+    name: str,
+    data: str,
+    sources: list[Source],
+    work: Path,
+    models: tuple[str, ...] | None = None,
+    seeds: tuple[int, ...] | None = None,
+) -> Path:
+    """Trains what the committed results lack, for the given models and seeds (default: the
+    experiment's; none at all for `()`), then rewrites the results."""
     experiment = EXPERIMENTS[name]
     base = _config(experiment, data, work / "base", ("none",), experiment.models, experiment.seeds)
     spark = get_spark(base)
@@ -166,11 +175,11 @@ def run(name: str, data: str, sources: list[Source], work: Path, train_models: b
             (folder / "lake.copying").rename(folder / "lake")
         _once(spark, config, folder / "marks", source.stages)
     committed = _committed(name)
-    for seed in experiment.seeds if train_models else ():
+    for seed in experiment.seeds if seeds is None else seeds:
         # One seed and model across every set at a time, results rewritten after each: a run stopped
         # part way already compares every arm of every backbone on the seeds it finished, and once
         # those results are committed a later session (a fresh clone, no runs/ folder) skips them.
-        for model in experiment.models:
+        for model in experiment.models if models is None else models:
             done = {r["knowledge"] for r in committed.get((model, seed), [])}
             for index, (source, _) in enumerate(configs):
                 missing = tuple(arm for arm, label in _arms(source, index == 0).items() if label not in done)
@@ -259,6 +268,8 @@ def main() -> None:
     parser.add_argument("--release", help="ml-1m: the REKI authors' release folder, imported as GPT-3.5's knowledge")
     parser.add_argument("--work", help="default runs/knowledge-effect-<dataset>")
     parser.add_argument("--results-only", action="store_true", help="rewrite the results from the finished runs")
+    parser.add_argument("--models", help="comma-separated: train only these backbones (to order a long run)")
+    parser.add_argument("--seeds", help="comma-separated: train only these seeds")
     args = parser.parse_args()
     if args.dataset == "ml-1m":
         if not args.release:
@@ -267,7 +278,12 @@ def main() -> None:
     else:
         sources = [SMOLLM2, QWEN05]
     work = Path(args.work or f"runs/knowledge-effect-{args.dataset}")
-    run(args.dataset, args.data, sources, work, train_models=not args.results_only)
+    experiment = EXPERIMENTS[args.dataset]
+    models = tuple(args.models.split(",")) if args.models else experiment.models
+    seeds = tuple(int(seed) for seed in args.seeds.split(",")) if args.seeds else experiment.seeds
+    if unknown := set(models) - set(experiment.models) or set(seeds) - set(experiment.seeds):
+        parser.error(f"not in the {args.dataset} experiment: {sorted(unknown)}")
+    run(args.dataset, args.data, sources, work, models, () if args.results_only else seeds)
 
 
 if __name__ == "__main__":
