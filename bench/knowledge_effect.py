@@ -10,9 +10,9 @@ One base lake (ingest, features, the product's own clusters and prompts) is copi
 knowledge source, because a source owns its cluster and knowledge tables: SmolLM2 or Qwen answers
 to the product's prompts, or the REKI authors' GPT-3.5 groups and answers imported. The first
 source trains `none`, the two controls (`shuffled`, `cluster_only`: no LLM text) and `collective`;
-every further source trains its `collective` and its own bare-groups control, reported as
-`collective_<source>` and `cluster_only_<source>` (the groups of an imported set may have been
-built from other data than the product's, so each grouping needs its own control). Results go to
+every further source trains its `collective`, reported as `collective_<source>`, and, where its
+groups are not the first source's (the product's clusters beside an imported set's groups, which
+may have been built from other data), its own bare-groups control `cluster_only_<source>`. Results go to
 bench/results/knowledge_effect/<dataset>/: report.md (the product's statistics: mean ± std, 95%
 intervals, Welch p-values against `none` and against both controls), metrics.json, comparison.png
 and knowledge_cost.json (LLM calls, tokens and seconds of each knowledge set).
@@ -69,6 +69,11 @@ class Source:
     llm: str  # as the README names it
     stages: tuple[tuple[str, Stage], ...]
     overrides: tuple[str, ...] = ()
+
+    @property
+    def imported(self) -> bool:
+        """Its groups come with it (imported), not from the product's clusters."""
+        return any(name == "import-knowledge" for name, _ in self.stages)
 
 
 EXTRACTED = (("extract", _extract), ("encode", _encode))
@@ -162,7 +167,7 @@ def run(
     def config_of(
         index: int, models: tuple[str, ...], seeds: tuple[int, ...] = experiment.seeds, arms: tuple[str, ...] = ()
     ) -> RekiConfig:
-        arms = arms or tuple(_arms(sources[index], index == 0))
+        arms = arms or tuple(_arms(sources[index], sources[0]))
         folder = work / sources[index].label
         return _config(experiment, data, folder, arms, models, seeds, *sources[index].overrides)
 
@@ -182,20 +187,22 @@ def run(
         for model in experiment.models if models is None else models:
             done = {r["knowledge"] for r in committed.get((model, seed), [])}
             for index, (source, _) in enumerate(configs):
-                missing = tuple(arm for arm, label in _arms(source, index == 0).items() if label not in done)
+                missing = tuple(arm for arm, label in _arms(source, sources[0]).items() if label not in done)
                 if missing:
                     train(spark, config_of(index, (model,), (seed,), missing))
             _write_results(spark, name, configs)
     return _write_results(spark, name, configs)
 
 
-def _arms(source: Source, primary: bool) -> dict[str, str]:
+def _arms(source: Source, primary: Source) -> dict[str, str]:
     """The arms one knowledge set trains, each with its name in the results: the first set trains
-    every arm; a further set its collective knowledge and the bare-groups control on its own
-    clusters (a grouping's own signal, whichever data built it), suffixed with its label."""
-    if primary:
+    every arm; a further set its collective knowledge, plus the bare-groups control when its groups
+    differ from the first set's (a grouping's own signal, whichever data built it), suffixed with
+    its label."""
+    if source == primary:
         return {arm: arm for arm in CONTROL_ARMS}
-    return {arm: f"{arm}_{source.label}" for arm in OWN_CLUSTER_ARMS}
+    arms = OWN_CLUSTER_ARMS if source.imported != primary.imported else ("collective",)
+    return {arm: f"{arm}_{source.label}" for arm in arms}
 
 
 def _committed(name: str) -> dict[tuple[str, int], list[dict]]:
@@ -207,7 +214,7 @@ def _committed(name: str) -> dict[tuple[str, int], list[dict]]:
     return by_run
 
 
-def _records(source: Source, config: RekiConfig, primary: bool) -> list[dict]:
+def _records(source: Source, config: RekiConfig, primary: Source) -> list[dict]:
     path = Path(config.output) / METRICS_FILE
     records = json.loads(path.read_text()) if path.exists() else []
     names = _arms(source, primary)
@@ -222,7 +229,7 @@ def _knowledge_cost(spark: SparkSession, config: RekiConfig) -> dict:
 def _write_results(spark: SparkSession, name: str, configs: list[tuple[Source, RekiConfig]]) -> Path:
     target = RESULTS / "knowledge_effect" / name
     target.mkdir(parents=True, exist_ok=True)
-    fresh = [r for index, (s, c) in enumerate(configs) for r in _records(s, c, index == 0)]
+    fresh = [r for s, c in configs for r in _records(s, c, configs[0][0])]
     # Merged into the committed records by run, which outlive the work folder.
     records = json.loads(write_metrics(str(target), fresh).read_text())
     summary = summarize(records)
