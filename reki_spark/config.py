@@ -336,9 +336,9 @@ class Gru4RecConfig(SequentialBlock):
 
 class TrainingConfig(_Strict):
     # CTR backbones (din, dcnv2, deepfm, autoint) train on `samples`; sequential ones (sasrec,
-    # gru4rec) on `sequences`, where `mostpop` (training popularity, nothing learned; added
-    # whenever a sequential model runs) is the baseline every report compares them with. Every
-    # model runs once per knowledge setting and seed.
+    # gru4rec) on `sequences`. `mostpop` (training popularity, nothing learned: item counts, or for
+    # CTR each item's positive rate) joins every task as the baseline every report compares the
+    # backbones with. Every model runs once per knowledge setting and seed.
     models: list[Literal["din", "dcnv2", "deepfm", "autoint", "sasrec", "gru4rec", "mostpop"]] = ["din"]
     # Unset: none and knowledge.mode.
     # shuffled and cluster_only are controls of collective knowledge (training/data.py).

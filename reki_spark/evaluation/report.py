@@ -1,7 +1,7 @@
 """The comparison report (`reki report`): `report.md` with mean ± std over seeds per model and
 knowledge setting, each setting's difference to the same backbone without knowledge with its 95%
 confidence interval and Welch's t-test p-value (called better or worse only at p < 0.05), every
-sequential model's ratio to MostPop, a PNG bar chart, and the cost ledger."""
+model's ratio to MostPop, a PNG bar chart, and the cost ledger."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ MIN_SEEDS = 5
 
 def summarize(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per (task, model, knowledge, metric): mean, std, seeds, the per-seed values, the
-    gain over the same backbone's `none`, and (sequential) the ratio to MostPop."""
+    gain over the same backbone's `none`, and the ratio to the task's MostPop."""
     frame = pd.DataFrame(records)
     rows = []
     for (task, model, knowledge), group in frame.groupby(["task", "model", "knowledge"], sort=True):
@@ -187,7 +187,7 @@ def _llm_verdict(summary: pd.DataFrame) -> list[str]:
 def _table(summary: pd.DataFrame, task: str) -> list[str]:
     part = summary[summary["task"] == task]
     metrics = METRIC_COLUMNS[task]
-    against_pop = task == "sequential" and part["vs_mostpop"].notna().any()
+    against_pop = bool(part["vs_mostpop"].notna().any())
     extra = " | × MostPop" if against_pop else ""
     header = "| model | knowledge | seeds | " + " | ".join(metrics) + " | gain in " + PRIMARY[task] + extra + " |"
     lines = [header, "|" + "---|" * (len(metrics) + 4 + int(against_pop))]

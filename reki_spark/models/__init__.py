@@ -9,7 +9,7 @@ from reki_spark.models.deepfm import DeepFm
 from reki_spark.models.din import Din
 from reki_spark.models.gru4rec import Gru4Rec
 from reki_spark.models.hein import Hein
-from reki_spark.models.mostpop import MostPop
+from reki_spark.models.mostpop import CtrMostPop, MostPop
 from reki_spark.models.sasrec import SasRec
 from reki_spark.models.sequential import SeqModel, SeqSchema
 
@@ -21,6 +21,7 @@ __all__ = [
     "SEQUENTIAL_MODELS",
     "AutoInt",
     "CtrModel",
+    "CtrMostPop",
     "CtrSchema",
     "DcnV2",
     "DeepFm",

@@ -1,6 +1,7 @@
-"""MostPop: every user gets the items ranked by their count in the training split. Nothing is
-learned; it is the floor every sequential backbone must clear, scored by the same evaluation code
-(same candidates, same exclusion of seen items, same tie rule)."""
+"""MostPop: the floor every backbone must clear, counted from the training split (nothing is
+learned) and scored by the same evaluation code. Sequential: every user gets the items ranked by
+their count (same candidates, same exclusion of seen items, same tie rule). CTR: a row's click
+probability is its item's positive rate (smoothed towards the overall rate)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from reki_spark.models.base import Batch
+from reki_spark.models.base import Batch, CtrSchema
 from reki_spark.models.sequential import ItemScorer, SeqSchema, score_matrix
 
 
@@ -24,3 +25,16 @@ class MostPop(nn.Module):
 
     def item_scorer(self, batch: Batch) -> ItemScorer:
         return score_matrix(self.popularity.unsqueeze(0).expand(len(batch["sequence"]), -1))
+
+
+class CtrMostPop(nn.Module):
+    def __init__(self, schema: CtrSchema, rates: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.schema = schema
+        size = schema.fields[schema.item_field]
+        values = np.full(size, 0.5, dtype=np.float32) if rates is None else rates
+        self.register_buffer("rates", torch.as_tensor(values, dtype=torch.float32))
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """Logits, as the CTR backbones return them."""
+        return torch.logit(self.rates[batch[self.schema.item_field]], eps=1e-6)

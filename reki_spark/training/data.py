@@ -273,6 +273,20 @@ def item_popularity(lake: Lake, vocab: DataFrame) -> DataFrame:
     return counts.join(items, "item_id").select(F.col("index").cast("long"), F.col("count").cast("float"))
 
 
+def item_positive_rates(train_rows: DataFrame, vocab: DataFrame, prior_rows: float = 10.0) -> DataFrame:
+    """(index, count): every item's positive rate in the CTR training rows (CTR MostPop's scores),
+    pulled towards the overall rate by `prior_rows` pseudo-rows, so that a rarely seen item is not
+    scored 0 or 1, and an item never seen in training (or unknown: index 0) scores the overall rate."""
+    overall = F.lit(train_rows.agg(F.avg("label")).first()[0])  # one number
+    counts = train_rows.groupBy(F.col("item_id").cast("long").alias("index")).agg(
+        F.sum("label").alias("positives"), F.count(F.lit(1)).alias("rows")
+    )
+    unknown = train_rows.sparkSession.range(1).select(F.lit(0).cast("long").alias("index"))
+    items = vocab_codes(vocab, "item_id").select(F.col("index").cast("long")).unionByName(unknown)
+    rate = (F.coalesce("positives", F.lit(0.0)) + overall * prior_rows) / (F.coalesce("rows", F.lit(0)) + prior_rows)
+    return items.join(counts, "index", "left").select("index", rate.cast("float").alias("count"))
+
+
 @dataclass
 class KnowledgeArrays:
     """The numpy content of `models.KnowledgeTables` (row 0 is the zero vector) and what its rows

@@ -26,6 +26,7 @@ from reki_spark.evaluation.metrics import PRIMARY, CtrSums, MetricSums, RankingS
 from reki_spark.models import (
     CTR_MODELS,
     SEQUENTIAL_MODELS,
+    CtrMostPop,
     CtrSchema,
     HeinSettings,
     KnowledgeTables,
@@ -56,7 +57,8 @@ class ModelSpec:
     # The model constructor's keyword arguments (its block in the config).
     params: dict[str, Any] = field(default_factory=dict)
     hein: HeinSettings = field(default_factory=HeinSettings)
-    # MostPop only: Parquet part files of (index, count), each item's count in the training split.
+    # MostPop only: Parquet part files of (index, count), each item's count in the training split
+    # (sequential) or its smoothed positive rate there (CTR).
     popularity: list[str] | None = None
 
     @property
@@ -93,7 +95,9 @@ class TrainJob(ModelSpec):
 
 def build_model(spec: ModelSpec) -> nn.Module:
     if spec.model == MOSTPOP:
-        assert isinstance(spec.schema, SeqSchema)
+        if isinstance(spec.schema, CtrSchema):
+            size = spec.schema.fields[spec.schema.item_field]
+            return CtrMostPop(spec.schema, item_counts(spec.popularity or [], size))
         return MostPop(spec.schema, item_counts(spec.popularity or [], spec.schema.items))
     knowledge = None
     if spec.knowledge_arrays is not None:
@@ -407,7 +411,7 @@ def _padded(arrays: pd.Series) -> torch.Tensor:
 
 
 def item_counts(files: list[str], items: int) -> np.ndarray:
-    """Per item index its count, from Parquet part files of (index, count) (0 for items absent)."""
+    """Per item index its count (or rate), from Parquet part files of (index, count) (0 for items absent)."""
     counts = np.zeros(items, dtype=np.float32)
     if files:
         table = read_parquet_files(files, ["index", "count"])

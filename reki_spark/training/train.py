@@ -32,6 +32,7 @@ from reki_spark.training.data import (
     cardinalities,
     ctr_view,
     item_popularity,
+    item_positive_rates,
     keyed_by,
     knowledge_arrays,
     sequence_targets,
@@ -188,13 +189,14 @@ def _spec_fields(
 
 
 def _tasks(models: list[str]) -> dict[str, list[str]]:
-    """Models per task; a sequential task always carries MostPop, so that every report can show
-    each backbone against it."""
+    """Models per task; every task carries MostPop, so that every report can show each backbone
+    against it."""
     tasks: dict[str, list[str]] = {}
     for model in models:
         tasks.setdefault("ctr" if model in CTR_MODELS else "sequential", []).append(model)
-    if "sequential" in tasks and MOSTPOP not in tasks["sequential"]:
-        tasks["sequential"].append(MOSTPOP)
+    for models_of_task in tasks.values():
+        if MOSTPOP not in models_of_task:
+            models_of_task.append(MOSTPOP)
     return tasks
 
 
@@ -213,7 +215,8 @@ class TaskView:
     width: int  # CTR: history length; sequential: window length (max_length + 1)
     train: DataFrame
     splits: dict[str, list[str]]  # valid / test -> part files
-    popularity: list[str] | None = None  # MostPop's item counts: part files of (index, count)
+    # MostPop's item counts (sequential) or positive rates (CTR): part files of (index, count).
+    popularity: list[str] | None = None
 
 
 def _task_view(
@@ -233,7 +236,8 @@ def _task_view(
         view = ctr_view(lake, vocab, schema, rows)
         splits = {split: view.where(F.col("split") == split).drop("split") for split in ("valid", "test")}
         train_rows = view.where(F.col("split") == "train").drop("split")
-        return TaskView(task, schema, schema.history_length, train_rows, _written(splits, folder, parts))
+        popularity = part_files(item_positive_rates(train_rows, vocab), folder / "popularity", 1)
+        return TaskView(task, schema, schema.history_length, train_rows, _written(splits, folder, parts), popularity)
     length = config.features.sequence_max_length
     # Leave-one-out: every user trains on its prefix and is scored on its valid and test items.
     splits = {split: sequence_targets(lake, vocab, length, split, rows) for split in ("valid", "test")}

@@ -42,7 +42,7 @@ def trained_lake(knowledge_lake, tmp_path) -> Path:
 def test_every_backbone_trains_with_and_without_knowledge(spark, trained_lake):
     config = tiny_config(
         trained_lake,
-        f"training.models={json.dumps(ALL_MODELS)}",  # MostPop comes with the sequential models
+        f"training.models={json.dumps(ALL_MODELS)}",  # MostPop comes with each task
         "training.batch_size=256",
         *ONE_EPOCH,
     )
@@ -60,13 +60,13 @@ def test_every_backbone_trains_with_and_without_knowledge(spark, trained_lake):
         trained = record["model"] != MOSTPOP
         assert (record["steps"] > 0 and record["epochs_trained"] == 1) == trained
     stored = json.loads((Path(config.output) / "metrics.json").read_text())
-    assert len(stored) == len(ALL_MODELS) * 2 + 1
+    assert len(stored) == len(ALL_MODELS) * 2 + 2  # MostPop once per task
     report = write_report(spark, config)
     text = report.read_text()
     assert "| din | collective | 1 |" in text and "## Cost ledger" in text and "| extract |" in text
     assert "| mostpop | none | 1 |" in text and "× MostPop" in text
     assert (Path(config.output) / "comparison.png").stat().st_size > 1000
-    _assert_tracked(config, len(ALL_MODELS) * 2 + 1, epochs=1)
+    _assert_tracked(config, len(ALL_MODELS) * 2 + 2, epochs=1)
 
 
 def _mlflow_runs(config) -> tuple:
@@ -106,11 +106,12 @@ def test_two_torchdistributor_ranks_end_in_sync(spark, trained_lake):
         "training.batch_size=128",
         "training.predictions=true",
     )
-    records = {record["model"]: record for record in train(spark, config)}
+    # MostPop runs in both tasks: keyed by model alone, only the backbones are looked up.
+    records = {(record["task"], record["model"]): record for record in train(spark, config)}
     predictions = _assert_predictions_match(spark, config, records)
-    for model in ("dcnv2", "sasrec"):
-        assert records[model]["processes"] == 2 and records[model]["epochs_trained"] == 2
-        first, second = records[model]["replica_checksums"]
+    for key in (("ctr", "dcnv2"), ("sequential", "sasrec")):
+        assert records[key]["processes"] == 2 and records[key]["epochs_trained"] == 2
+        first, second = records[key]["replica_checksums"]
         assert first == second
     client, runs = _mlflow_runs(config)  # rank 0's epoch history reached the driver's tracking
     (run,) = [run for run in runs if run.info.run_name == "ctr-dcnv2-collective-1"]
@@ -118,7 +119,7 @@ def test_two_torchdistributor_ranks_end_in_sync(spark, trained_lake):
     # Each rank scored its shard of test and the sums were reduced across ranks: one process
     # re-scoring the same checkpoints over the whole split finds the same metrics.
     for rescored in evaluate_runs(spark, config):
-        recorded = records[rescored["model"]]
+        recorded = records[rescored["task"], rescored["model"]]
         metrics = [key for key, value in rescored.items() if isinstance(value, float)]
         assert len(metrics) >= 2
         for key in metrics:
@@ -136,12 +137,22 @@ def _assert_predictions_match(spark, config, records: dict) -> int:
     assert len(ctr) == lake.read(SAMPLES).where(F.col("split") == "test").count()
     sums = CtrSums()  # the same 2^20-bin histogram AUC the ranks reduced (near-equal scores tie in a bin)
     sums.add(torch.as_tensor(ctr["label"].to_numpy()), torch.as_tensor(ctr["score"].to_numpy()))
-    assert abs(sums.metrics()["auc"] - records["dcnv2"]["auc"]) < 1e-9
+    assert abs(sums.metrics()["auc"] - records["ctr", "dcnv2"]["auc"]) < 1e-9
     ranked = stored[stored["model"] == "sasrec"]
     assert len(ranked) == ranked["user_id"].nunique() == lake.read(SEQUENCES).count()
-    assert abs((ranked["rank"] < 10).mean() - records["sasrec"]["recall@10_full"]) < 1e-9
-    assert abs((ranked["sampled_rank"] < 10).mean() - records["sasrec"]["recall@10_sampled99"]) < 1e-9
+    assert abs((ranked["rank"] < 10).mean() - records["sequential", "sasrec"]["recall@10_full"]) < 1e-9
+    assert abs((ranked["sampled_rank"] < 10).mean() - records["sequential", "sasrec"]["recall@10_sampled99"]) < 1e-9
     return len(stored)
+
+
+def test_ctr_mostpop_rates_are_smoothed_towards_the_overall_rate(spark):
+    from reki_spark.training.data import item_positive_rates
+
+    train_rows = spark.createDataFrame([(1, 1.0), (1, 1.0), (1, 0.0), (2, 0.0)], "item_id int, label float")
+    vocab = spark.createDataFrame([("item_id", str(i), i) for i in (1, 2, 3)], "field string, value string, index int")
+    rates = {r["index"]: r["count"] for r in item_positive_rates(train_rows, vocab, prior_rows=10).collect()}
+    # overall rate 0.5; an item never seen in training and the unknown index 0 score it
+    assert rates == pytest.approx({1: 7 / 13, 2: 5 / 11, 3: 0.5, 0: 0.5})
 
 
 def test_petastorm_feeds_every_row_once_per_epoch_across_two_ranks(spark, tmp_path):

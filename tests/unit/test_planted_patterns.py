@@ -156,7 +156,9 @@ def _cluster_knowledge() -> KnowledgeArrays:
     return KnowledgeArrays(vectors, vectors.copy(), 2, KEYED_BY_CLUSTER)
 
 
-def _ctr_auc(model: str, learning_rate: float, tmp_path, planted=_planted_ctr, knowledge=None) -> float:
+def _ctr_auc(
+    model: str, learning_rate: float, tmp_path, planted=_planted_ctr, knowledge=None, popularity=None
+) -> float:
     keyed = None if knowledge is None else knowledge.keyed_by
     job = TrainJob(
         task="ctr",
@@ -170,6 +172,7 @@ def _ctr_auc(model: str, learning_rate: float, tmp_path, planted=_planted_ctr, k
         open_loader=MemoryBatches(ctr_batch(planted(0, 6000), 5, 1, keyed), 256, seed=1),
         train_rows=6000,
         splits=_split_files(tmp_path / f"{model}-{keyed}", {"valid": planted(1, 1000), "test": planted(2, 1000)}),
+        popularity=popularity,
         epochs=10,
         patience=10,
         batch_size=256,
@@ -196,3 +199,22 @@ def test_knowledge_rows_carried_by_the_examples_reach_the_model(tmp_path):
     without = _ctr_auc("din", 1e-2, tmp_path, _planted_knowledge_ctr)
     assert with_knowledge >= 0.8, f"AUC {with_knowledge:.3f} with the knowledge rows"
     assert without < 0.65, f"AUC {without:.3f} without knowledge: the rule leaks through other columns"
+
+
+def _planted_item_ctr(seed: int, count: int) -> pd.DataFrame:
+    """Clicks that follow the item alone (every third item is liked) 90% of the time."""
+    frame = _planted_ctr(seed, count)
+    rule = frame["item_id"] % 3 == 0
+    return frame.assign(label=(rule ^ (np.random.default_rng(seed + 7).random(count) < 0.1)).astype(np.float32))
+
+
+def test_ctr_mostpop_scores_each_item_by_its_training_positive_rate(tmp_path):
+    """CTR MostPop is counted, not trained: with each item's positive rate in the training rows
+    it finds a click rule that lives in the item alone; without counts (every rate equal) it
+    ranks nothing."""
+    rates = _planted_item_ctr(0, 6000).groupby("item_id")["label"].mean()
+    counted = _parquet_parts(
+        pd.DataFrame({"index": rates.index.astype(np.int64), "count": rates.to_numpy()}), tmp_path / "rates", 1
+    )
+    assert _ctr_auc(MOSTPOP, 0.0, tmp_path, _planted_item_ctr, popularity=counted) >= 0.85
+    assert _ctr_auc(MOSTPOP, 0.0, tmp_path / "uncounted", _planted_item_ctr) == pytest.approx(0.5)
