@@ -113,11 +113,11 @@ def run_size(
     `measure` names) into `stages`, calling `recorded` after each; first reruns what it reads,
     unless this process's lake already holds it."""
     folder = WORK / f"n{size}"
-    shutil.rmtree(folder, ignore_errors=True)  # a lake left by a stopped run holds unknown stages
     settings = _settings(size, folder)
     todo = [n for n in wanted if n in measure or stages.get(n, {}).get("settings") != settings]
     if not todo:
         return
+    shutil.rmtree(folder, ignore_errors=True)  # a lake left by a stopped run holds unknown stages
     config = load_config("jobs/configs/sample.yaml", settings)
     spark = get_spark(config)
     in_lake: set[str] = set()

@@ -28,12 +28,10 @@ class MostPop(nn.Module):
 
 
 class CtrMostPop(nn.Module):
-    def __init__(self, schema: CtrSchema, rates: np.ndarray | None = None) -> None:
+    def __init__(self, schema: CtrSchema, rates: np.ndarray) -> None:
         super().__init__()
         self.schema = schema
-        size = schema.fields[schema.item_field]
-        values = np.full(size, 0.5, dtype=np.float32) if rates is None else rates
-        self.register_buffer("rates", torch.as_tensor(values, dtype=torch.float32))
+        self.register_buffer("rates", torch.as_tensor(rates, dtype=torch.float32))
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Logits, as the CTR backbones return them."""

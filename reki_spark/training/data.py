@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from reki_spark.config import KNOWLEDGE_CONTROLS
@@ -277,12 +277,15 @@ def item_positive_rates(train_rows: DataFrame, vocab: DataFrame, prior_rows: flo
     """(index, count): every item's positive rate in the CTR training rows (CTR MostPop's scores),
     pulled towards the overall rate by `prior_rows` pseudo-rows, so that a rarely seen item is not
     scored 0 or 1, and an item never seen in training (or unknown: index 0) scores the overall rate."""
-    overall = F.lit(train_rows.agg(F.avg("label")).first()[0])  # one number
     counts = train_rows.groupBy(F.col("item_id").cast("long").alias("index")).agg(
         F.sum("label").alias("positives"), F.count(F.lit(1)).alias("rows")
     )
     unknown = train_rows.sparkSession.range(1).select(F.lit(0).cast("long").alias("index"))
     items = vocab_codes(vocab, "item_id").select(F.col("index").cast("long")).unionByName(unknown)
+    # The overall rate from the per-item counts, in the same pass over the training rows: one
+    # window over the catalogue (one row per item: bounded by the vocabulary, not the data).
+    catalogue = Window.partitionBy()
+    overall = F.sum("positives").over(catalogue) / F.sum("rows").over(catalogue)
     rate = (F.coalesce("positives", F.lit(0.0)) + overall * prior_rows) / (F.coalesce("rows", F.lit(0)) + prior_rows)
     return items.join(counts, "index", "left").select("index", rate.cast("float").alias("count"))
 
