@@ -251,4 +251,4 @@ def test_knowledge_controls_train_beside_collective(spark, trained_lake):
     views = {r["n"] for r in user_rows.selectExpr("size(user_knowledge) AS n").distinct().collect()}
     assert views == {2} and user_rows.count() == lake.read(USER_CLUSTERS).select("user_id").distinct().count()
     results = train(spark, config)
-    assert {r["knowledge"] for r in results} == set(modes)
+    assert {(r["model"], r["knowledge"]) for r in results} == {("din", mode) for mode in modes} | {(MOSTPOP, "none")}
