@@ -1,7 +1,7 @@
 """Collective vs individual extraction on MovieLens-100k: LLM calls, tokens and wall seconds of
 the extraction, and the test AUC of DIN trained with each mode's knowledge.
 
-Individual mode asks one prompt per user and per item (2,625 on ML-100k): about 50 minutes of
+Individual mode asks one prompt per user and per item (2,625 on ML-100k): about 26 minutes of
 SmolLM2 on this 2-core machine, too long to repeat three times. So the individual prompts are split
 into three seeded random thirds, and repetition k runs a fresh collective extraction side by side
 with the extraction of third k; its individual tokens and seconds are that third's scaled by the

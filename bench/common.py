@@ -106,7 +106,7 @@ def write_table() -> Path:
             continue
         for m in result["measures"]:
             bound = float(m["target"].split()[1])
-            met = "yes" if m["met"] else f"no, missed by {abs(m['median'] - bound) / bound:.0%}"
+            met = "yes" if m["met"] else f"no, missed by {abs(m['median'] - bound) / bound:.1%}"
             lines.append(
                 f"| {result['benchmark']} | {m['name']} | {m['median']:.3f} ({m['min']:.3f}-{m['max']:.3f})"
                 f" | {m['target']} | {met} | {m['repetitions']} |"
