@@ -9,7 +9,8 @@ Resumable across sessions: every stage's measurement (its settings, commit, prof
 committed `bench/results/scale.json` as soon as it finishes, and a stage recorded with the same
 settings is not measured again unless `--measure` names it. The lake under `runs/bench-scale/`
 rarely outlives a session, so a stage that must run reruns (and re-measures) the stages it reads
-first. Training reads only what ingest and features write, so it runs before the cluster stage:
+first (`--reuse-lake` trusts instead the lake a finished run left, for its recorded stages).
+Training reads only what ingest and features write, so it runs before the cluster stage:
 the 1e8 ingest + features + training fit one session, clustering's 40 min another.
 `--data-only` leaves training out.
 Peak memory is the running maximum of the process tree during the stage: the JVM keeps heap it once
@@ -107,20 +108,29 @@ def _committed() -> dict[str, dict[str, Any]]:
 
 
 def run_size(
-    size: int, stages: dict[str, Any], wanted: list[str], measure: set[str], recorded: Callable[[], None]
+    size: int,
+    stages: dict[str, Any],
+    wanted: list[str],
+    measure: set[str],
+    recorded: Callable[[], None],
+    reuse_lake: bool = False,
 ) -> None:
     """Measures each wanted stage of one size that is not recorded under these settings (or that
     `measure` names) into `stages`, calling `recorded` after each; first reruns what it reads,
-    unless this process's lake already holds it."""
+    unless the lake already holds it: this process's lake, or with `reuse_lake` the one a finished
+    run left, whose stages recorded under these settings (and not named by `measure`) are trusted."""
     folder = WORK / f"n{size}"
     settings = _settings(size, folder)
     todo = [n for n in wanted if n in measure or stages.get(n, {}).get("settings") != settings]
     if not todo:
         return
-    shutil.rmtree(folder, ignore_errors=True)  # a lake left by a stopped run holds unknown stages
+    in_lake: set[str] = set()
+    if reuse_lake and folder.exists():
+        in_lake = {n for n, record in stages.items() if record.get("settings") == settings and n not in measure}
+    else:
+        shutil.rmtree(folder, ignore_errors=True)  # a lake left by a stopped run holds unknown stages
     config = load_config("jobs/configs/sample.yaml", settings)
     spark = get_spark(config)
-    in_lake: set[str] = set()
     for name in todo:
         for needed in [*READS[name], name]:
             if needed not in in_lake:
@@ -134,14 +144,14 @@ def _data_seconds(stages: dict[str, Any]) -> float:
     return sum(stages[name]["seconds"] for name in DATA_STAGES)
 
 
-def main(sizes: list[int], with_training: bool, measure: set[str]) -> None:
+def main(sizes: list[int], with_training: bool, measure: set[str], reuse_lake: bool = False) -> None:
     if len(sizes) < 2:
         raise SystemExit("bench.scale needs two sizes to report a growth ratio (default: 1e7 1e8)")
     committed = _committed()
     results = {size: committed.get(str(size), {}) for size in sizes}
     wanted = [name for name in STAGES if with_training or name != "train"]
     for size in sorted(sizes):
-        run_size(size, results[size], wanted, measure, lambda: _save(results))
+        run_size(size, results[size], wanted, measure, lambda: _save(results), reuse_lake)
     _save(results)
 
 
@@ -183,8 +193,14 @@ if __name__ == "__main__":
     parser.add_argument(
         "--measure", default="", help="comma-separated stages to measure again though recorded, e.g. train,cluster"
     )
+    parser.add_argument(
+        "--reuse-lake",
+        action="store_true",
+        help="keep the lake a finished run left under runs/bench-scale and trust its recorded stages "
+        "(e.g. --measure cluster,prompts after the training run, without redoing ingest and features)",
+    )
     arguments = parser.parse_args()
     measure = {name for name in arguments.measure.split(",") if name}
     if unknown := measure - set(STAGES):
         parser.error(f"unknown stages {sorted(unknown)}; known: {list(STAGES)}")
-    main([int(size) for size in arguments.sizes], not arguments.data_only, measure)
+    main([int(size) for size in arguments.sizes], not arguments.data_only, measure, arguments.reuse_lake)
