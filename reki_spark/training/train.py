@@ -233,7 +233,9 @@ def _task_view(
     parts = 2 * config.training.num_processes
     if task == "ctr":
         schema = ctr_schema(config, sizes)
-        view = ctr_view(lake, vocab, schema, rows)
+        # Written once: its joins (the history codes above all) are most of a CTR training's Spark
+        # time at scale, and valid, test, MostPop's rates and Petastorm's copy would each redo them.
+        view = _staged_by_split(ctr_view(lake, vocab, schema, rows), folder / "view")
         splits = {split: view.where(F.col("split") == split).drop("split") for split in ("valid", "test")}
         train_rows = view.where(F.col("split") == "train").drop("split")
         popularity = part_files(item_positive_rates(train_rows, vocab), folder / "popularity", 1)
@@ -249,6 +251,13 @@ def _task_view(
         _written(splits, folder, parts),
         popularity=part_files(item_popularity(lake, vocab), folder / "popularity", 1),
     )
+
+
+def _staged_by_split(view: DataFrame, folder: Path) -> DataFrame:
+    """`view` written by the executors as Parquet partitioned by `split`, read back (a split's
+    filter then reads only its own folder)."""
+    view.write.mode("overwrite").partitionBy("split").parquet(folder.as_uri())
+    return view.sparkSession.read.parquet(folder.as_uri())
 
 
 def _written(frames: dict[str, DataFrame], folder: Path, parts: int) -> dict[str, list[str]]:
