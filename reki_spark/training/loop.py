@@ -184,6 +184,8 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
         if stop:
             break
     checksums = _replica_checksums(model, world)
+    # Each rank's own batches (DDP's join shadows a rank whose shard ran out): even shards or not.
+    rank_steps = [int(steps) for steps in _per_rank(state["steps"], world)]
     if not state["finished"]:
         model.load_state_dict(state["best_state"])
         state["test"] = evaluate(job, model, "test", rank, world)
@@ -201,6 +203,7 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
         "train_seconds": round(state.get("seconds", 0.0), 2),
         "processes": world,
         "replica_checksums": checksums,
+        "rank_steps": rank_steps,
         "history": state.get("history", []),
     }
 
@@ -225,7 +228,12 @@ def identity(spec: ModelSpec) -> dict[str, Any]:
 
 def _replica_checksums(model: nn.Module, world: int) -> list[float]:
     """Every rank's parameter checksum: equal values show that the DDP replicas stayed in sync."""
-    local = torch.tensor([sum(float(p.detach().double().sum()) for p in model.parameters())], dtype=torch.float64)
+    return _per_rank(sum(float(p.detach().double().sum()) for p in model.parameters()), world)
+
+
+def _per_rank(value: float, world: int) -> list[float]:
+    """`value` of every rank, in rank order."""
+    local = torch.tensor([value], dtype=torch.float64)
     if world == 1:
         return [local.item()]
     gathered = [torch.zeros_like(local) for _ in range(world)]

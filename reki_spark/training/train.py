@@ -117,8 +117,10 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
     rows = clusters.entity_rows(lake) if clusters is not None else None
     for task, models in _tasks(training.models).items():
         view = _task_view(lake, vocab, sizes, task, config, rows, output / "evaluation" / task)
-        # Whole row groups are the shards: at least two files per process keeps every rank busy.
-        converter = make_spark_converter(view.train.repartition(2 * training.num_processes))
+        # Whole row groups are the shards (see training.row_group_bytes).
+        converter = make_spark_converter(
+            view.train.repartition(2 * training.num_processes), parquet_row_group_size_bytes=training.row_group_bytes
+        )
         try:
             for model in models:
                 # MostPop carries no knowledge: it is counted once per seed, beside every setting.

@@ -105,6 +105,7 @@ def test_two_torchdistributor_ranks_end_in_sync(spark, trained_lake):
         "training.num_processes=2",
         "training.batch_size=128",
         "training.predictions=true",
+        "training.row_group_bytes=65536",  # several row groups per file, as at scale
     )
     # MostPop runs in both tasks: keyed by model alone, only the backbones are looked up.
     records = {(record["task"], record["model"]): record for record in train(spark, config)}
@@ -113,6 +114,8 @@ def test_two_torchdistributor_ranks_end_in_sync(spark, trained_lake):
         assert records[key]["processes"] == 2 and records[key]["epochs_trained"] == 2
         first, second = records[key]["replica_checksums"]
         assert first == second
+        rank_steps = records[key]["rank_steps"]  # the shards are even: neither rank idles
+        assert len(rank_steps) == 2 and max(rank_steps) <= 1.2 * min(rank_steps), rank_steps
     client, runs = _mlflow_runs(config)  # rank 0's epoch history reached the driver's tracking
     (run,) = [run for run in runs if run.info.run_name == "ctr-dcnv2-collective-1"]
     assert [m.step for m in client.get_metric_history(run.info.run_id, "valid")] == [1, 2]
