@@ -127,6 +127,8 @@ def run_size(
     in_lake: set[str] = set()
     if reuse_lake and folder.exists():
         in_lake = {n for n, record in stages.items() if record.get("settings") == settings and n not in measure}
+        # Only the lake: a finished training's checkpoints would make `train` resume, not train.
+        shutil.rmtree(folder / "output", ignore_errors=True)
     else:
         shutil.rmtree(folder, ignore_errors=True)  # a lake left by a stopped run holds unknown stages
     config = load_config("jobs/configs/sample.yaml", settings)
