@@ -7,6 +7,9 @@ of unequal length, so every training row is seen exactly once per epoch across r
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
+import functools
 import math
 import os
 import time
@@ -39,6 +42,10 @@ from reki_spark.training.feeding import SplitFiles, ctr_batch, sequence_batch
 from reki_spark.training.predictions import CTR_COLUMNS, RANKING_COLUMNS, ScoredRowsSink, scored_rows
 
 CRASH_AFTER_STEPS_ENV = "REKI_FAULT_CRASH_AFTER_STEPS"
+# glibc keeps the heap pages that freed CPU tensors leave (their sizes shift from batch to batch):
+# a rank's resident memory grew by ~1 MB per step at 1e8 rows until the OOM killer stopped the run.
+# Handing the free pages back this often kept it flat, at no measurable cost per step.
+RELEASE_MEMORY_EVERY_STEPS = 50
 MOSTPOP = "mostpop"
 LoaderFactory = Callable[[int, int, int], contextlib.AbstractContextManager[Iterable[dict[str, torch.Tensor]]]]
 
@@ -107,6 +114,20 @@ def build_model(spec: ModelSpec) -> nn.Module:
     return models[spec.model](spec.schema, knowledge=knowledge, hein=spec.hein, **spec.params)
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim` (None where the C library has none, e.g. macOS or musl)."""
+    name = ctypes.util.find_library("c")
+    return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+
+
+def release_free_memory() -> None:
+    """Return the C heap's free pages to the system (see RELEASE_MEMORY_EVERY_STEPS)."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -168,6 +189,8 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
                 scheduler.step()
                 losses.append(loss.detach())
                 state["steps"] += 1
+                if state["steps"] % RELEASE_MEMORY_EVERY_STEPS == 0:
+                    release_free_memory()
                 if crash_after is not None and state["steps"] >= crash_after:
                     os._exit(3)
         state["epoch"] = epoch + 1
@@ -369,6 +392,7 @@ def evaluate(job: TrainJob, model: nn.Module, split: str, rank: int = 0, world: 
         sums = scorer(job, model, split, rank, world, sink)
     if world > 1:
         sums.reduce()
+    release_free_memory()
     return sums.metrics()
 
 

@@ -173,6 +173,7 @@ def test_petastorm_feeds_every_row_once_per_epoch_across_two_ranks(spark, tmp_pa
     )
     converter = make_spark_converter(frame.repartition(4))
     batches = PetastormBatches(converter, batch_size=128, task="ctr", width=5, seed=1, shuffle_buffer=500)
+    orders: list[list[int]] = []
     try:
         for epoch in range(2):
             seen: list[int] = []
@@ -182,6 +183,8 @@ def test_petastorm_feeds_every_row_once_per_epoch_across_two_ranks(spark, tmp_pa
                 assert shard, f"rank {rank} got no rows"
                 seen += shard
             assert len(seen) == rows and set(seen) == set(range(rows))
+            orders.append(seen)
+        assert orders[0] != orders[1]  # each epoch shuffles its rows anew
     finally:
         converter.delete()
 
