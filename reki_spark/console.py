@@ -55,10 +55,13 @@ def spark_settings() -> dict[str, str]:
 
 def quiet_petastorm() -> None:
     """petastorm 0.12 calls pyarrow APIs that pyarrow 14 deprecates: one FutureWarning per call,
-    a screenful per epoch, none of it actionable here. Only those warnings are silenced."""
+    a screenful per epoch, none of it actionable here. Its BatchedDataLoader also hands Arrow's
+    read-only arrays to `torch.as_tensor`, which warns once per rank, though nothing writes to a
+    batch (the models only read their inputs). Only those warnings are silenced."""
     if verbose():
         return
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"petastorm(\.|$)")
+    warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning, r"petastorm(\.|$)")
     logging.getLogger("petastorm").setLevel(logging.ERROR)
 
 
