@@ -121,7 +121,7 @@ def _malloc_trim() -> Callable[[int], int] | None:
     return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
 
 
-def release_free_memory() -> None:
+def _release_free_memory() -> None:
     """Return the C heap's free pages to the system (see RELEASE_MEMORY_EVERY_STEPS)."""
     trim = _malloc_trim()
     if trim is not None:
@@ -190,7 +190,7 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
                 losses.append(loss.detach())
                 state["steps"] += 1
                 if state["steps"] % RELEASE_MEMORY_EVERY_STEPS == 0:
-                    release_free_memory()
+                    _release_free_memory()
                 if crash_after is not None and state["steps"] >= crash_after:
                     os._exit(3)
         state["epoch"] = epoch + 1
@@ -392,7 +392,7 @@ def evaluate(job: TrainJob, model: nn.Module, split: str, rank: int = 0, world: 
         sums = scorer(job, model, split, rank, world, sink)
     if world > 1:
         sums.reduce()
-    release_free_memory()
+    _release_free_memory()
     return sums.metrics()
 
 
