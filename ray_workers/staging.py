@@ -8,6 +8,10 @@ summary; Spark merges the staged parts into the Delta table in large commits (by
 time). A crash loses only what was not yet staged: the next run first merges the parts that a
 dead run left behind, then asks only for what is still missing.
 
+Every run folder carries a lease (`_owner.json`: host, pid and an expiry the live run keeps
+pushing forward), so the store alone tells whether a run is alive: a folder whose lease expired
+belongs to a dead run whichever host or pod it ran on (a restarted pod has a new name).
+
 Folders whose names start with `_` are invisible to Delta and Spark readers of the lake."""
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -29,6 +34,7 @@ from pyarrow import fs
 from pyspark.sql import DataFrame
 
 from ray_workers.delta_io import arrow_schema
+from reki_spark import storage
 from reki_spark.lake import SCHEMAS, Lake, absolute_root
 
 STAGING = "_staging"
@@ -37,10 +43,12 @@ INPUTS = "inputs"
 STAGING_CPUS = 0.1
 OWNER_FILE = "_owner.json"  # "_": Spark and Delta readers skip it
 PART_PREFIX = "part-"
+# A live run renews its lease every third of this: a run silent for longer is dead.
+LEASE_SECONDS = 90.0
 
 
 def _filesystem(location: str) -> tuple[fs.FileSystem, str]:
-    return fs.FileSystem.from_uri(location)
+    return storage.filesystem(location)
 
 
 @dataclass
@@ -57,12 +65,30 @@ class RunFolder:
         return f"{absolute_root(self.root)}/{STAGING}/{self.table}/{self.run_id}"
 
     def claim(self) -> None:
-        """Marks the folder as this live process's, so that a concurrent run leaves it alone."""
+        """Marks the folder as this live process's for a lease, so that a concurrent run leaves it
+        alone; `renewed` keeps the lease alive while a run works."""
         filesystem, path = _filesystem(self.location)
         filesystem.create_dir(path, recursive=True)
-        owner = json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode()
-        with filesystem.open_output_stream(f"{path}/{OWNER_FILE}") as stream:
-            stream.write(owner)
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "expires_at": time.time() + LEASE_SECONDS}
+        storage.write_text(f"{self.location}/{OWNER_FILE}", json.dumps(owner))
+
+    @contextmanager
+    def renewed(self) -> Iterator[None]:
+        """The folder claimed, its lease renewed in the background until the block ends."""
+        self.claim()
+        stop = threading.Event()
+
+        def renew() -> None:
+            while not stop.wait(LEASE_SECONDS / 3):
+                self.claim()
+
+        renewer = threading.Thread(target=renew, name=f"lease-{self.run_id}", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()
 
     def parts(self) -> list[str]:
         """The complete parts staged so far, as locations Spark reads."""
@@ -93,10 +119,15 @@ def write_part(frame: pd.DataFrame, location: str, schema: pa.Schema) -> None:
 
 
 def stage_batch(
-    batch: pd.DataFrame, location: str, table: str, summarize: Callable[[pd.DataFrame], dict[str, Any]] | None
+    batch: pd.DataFrame,
+    location: str,
+    table: str,
+    summarize: Callable[[pd.DataFrame], dict[str, Any]] | None,
+    settings: storage.StorageSettings,
 ) -> pd.DataFrame:
     """The last stage of a Ray Data pipeline: writes the batch's `table` columns as one staged part
     and returns one small row for the driver: `rows` and `summarize(batch)`."""
+    storage.use(settings)  # a Ray worker process: the driver's storage settings travel with the task
     write_part(batch, location, arrow_schema(table))
     return pd.DataFrame([{"rows": len(batch), **(summarize(batch) if summarize else {})}])
 
@@ -113,21 +144,26 @@ def staged_tallies(
     batch's summary row; the staged parts are merged by `keys` every `commit` (rows, seconds),
     at the end, and when the run stops early."""
     outputs = RunFolder(lake.root, table)
-    outputs.claim()
     committer = Committer(lake, outputs, keys, *commit)
     staged = dataset.map_batches(
         stage_batch,
-        fn_kwargs={"location": outputs.location, "table": table, "summarize": summarize},
+        fn_kwargs={
+            "location": outputs.location,
+            "table": table,
+            "summarize": summarize,
+            "settings": storage.current(),
+        },
         batch_size=None,
         num_cpus=STAGING_CPUS,
         batch_format="pandas",
     )
-    try:
-        for tally in staged.iter_rows():
-            yield tally
-            committer.staged(tally["rows"])
-    finally:
-        committer.commit()
+    with outputs.renewed():
+        try:
+            for tally in staged.iter_rows():
+                yield tally
+                committer.staged(tally["rows"])
+        finally:
+            committer.commit()
     outputs.remove()
 
 
@@ -137,7 +173,9 @@ def read_input(folder: RunFolder, rows: int, batch_size: int) -> Any:
     markers and the owner file."""
     import ray
 
-    return ray.data.read_parquet(folder.location, file_extensions=["parquet"]).repartition(max(1, rows // batch_size))
+    filesystem, path = _filesystem(folder.location)
+    dataset = ray.data.read_parquet(path, filesystem=filesystem, file_extensions=["parquet"])
+    return dataset.repartition(max(1, rows // batch_size))
 
 
 def merge_parts(lake: Lake, table: str, keys: list[str], parts: list[str]) -> None:
@@ -145,14 +183,10 @@ def merge_parts(lake: Lake, table: str, keys: list[str], parts: list[str]) -> No
     and deletes them."""
     if not parts:
         return
-    lake.merge(lake.spark.read.schema(SCHEMAS[table]).parquet(*[_spark_location(p) for p in parts]), table, keys)
+    lake.merge(lake.spark.read.schema(SCHEMAS[table]).parquet(*[storage.spark_uri(p) for p in parts]), table, keys)
     for part in parts:
         filesystem, path = _filesystem(part)
         filesystem.delete_file(path)
-
-
-def _spark_location(location: str) -> str:
-    return location if "://" in location else f"file://{location}"
 
 
 class Committer:
@@ -200,18 +234,17 @@ def staged_input(frame: DataFrame, root: str, stage: str) -> Iterator[tuple[RunF
     for folder in _dead_folders(root, f"{INPUTS}/{stage}"):
         folder.remove()
     folder = RunFolder(root, f"{INPUTS}/{stage}")
-    folder.claim()
     try:
-        frame.write.mode("append").parquet(_spark_location(folder.location))
-        yield folder, frame.sparkSession.read.parquet(_spark_location(folder.location)).count()
+        with folder.renewed():
+            frame.write.mode("append").parquet(storage.spark_uri(folder.location))
+            yield folder, frame.sparkSession.read.parquet(storage.spark_uri(folder.location)).count()
     finally:
         folder.remove()
 
 
 def _dead_folders(root: str, name: str) -> list[RunFolder]:
-    """The run folders under `_staging/<name>` whose owner is not running: none claimed it, or
-    it ran on this host and its process is gone. Another host's folder counts as live (only that
-    host can tell), so its parts wait for a run there."""
+    """The run folders under `_staging/<name>` whose owner is not running: none claimed it, its
+    lease expired, or it ran on this host and its process is gone."""
     filesystem, path = _filesystem(f"{absolute_root(root)}/{STAGING}/{name}")
     found = filesystem.get_file_info(fs.FileSelector(path, allow_not_found=True))
     return [
@@ -227,8 +260,10 @@ def _alive(filesystem: fs.FileSystem, folder: str) -> bool:
             owner = json.loads(stream.read())
     except (FileNotFoundError, json.JSONDecodeError):
         return False  # never claimed, or the claim was cut short: no live owner
+    if owner.get("expires_at", 0.0) < time.time():
+        return False  # not renewed in time: its run is gone, wherever it ran
     if owner["host"] != socket.gethostname():
-        return True  # another host's run: only that host can tell whether it is done
+        return True  # another host's run within its lease
     try:
         os.kill(owner["pid"], 0)
     except ProcessLookupError:

@@ -9,6 +9,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from reki_spark import storage
+from reki_spark.storage import StorageSettings
+
 DatasetName = Literal["sample", "movielens-100k", "movielens-1m", "amazon-2014", "amazon-2018", "table"]
 
 
@@ -375,9 +378,9 @@ class TrainingConfig(_Strict):
     gru4rec: Gru4RecConfig = Gru4RecConfig()
     # 1 trains in-process; more launches Spark's TorchDistributor (DDP over gloo, or nccl on GPUs).
     num_processes: int = Field(1, ge=1)
-    # TorchDistributor's local_mode: ranks on the driver machine (local and single-node runs);
-    # false spreads them over the executors of a Spark cluster.
-    distributor_local_mode: bool = True
+    # TorchDistributor's local_mode: true puts the ranks on the driver machine, false on the
+    # executors (barrier tasks) of a Spark cluster; unset: follows the master (true for local[*]).
+    distributor_local_mode: bool | None = None
     use_gpu: bool = False
     hein: HeinConfig = HeinConfig()
 
@@ -415,6 +418,21 @@ class TrackingConfig(_Strict):
     experiment: str | None = None
 
 
+class StorageConfig(_Strict):
+    """Where the object store behind s3:// and s3a:// locations is; credentials are never set here
+    (the environment's AWS_* variables or the cloud's own chain on every node)."""
+
+    # An S3-compatible server, e.g. http://minio:9000; unset: AWS_ENDPOINT_URL, else AWS S3.
+    endpoint: str | None = None
+    # Unset: AWS_REGION / AWS_DEFAULT_REGION, else us-east-1.
+    region: str | None = None
+    # Path-style bucket addressing; unset: on whenever an endpoint is set.
+    path_style: bool | None = None
+
+    def settings(self) -> StorageSettings:
+        return StorageSettings.resolve(self.endpoint, self.region, self.path_style)
+
+
 class RayConfig(_Strict):
     # None starts a local Ray; "auto" joins the cluster a `ray job submit` runs in.
     address: str | None = None
@@ -438,9 +456,12 @@ DATASET_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 
 class RekiConfig(_Strict):
     dataset: DatasetConfig = DatasetConfig()
+    # Both a local path or a URI (s3a://bucket/lake, gs://...): on a cluster, a store that every
+    # executor, rank and Ray worker reaches.
     lake: str = "lake/sample"
     output: str = "runs/sample"
     seed: int = 42
+    storage: StorageConfig = StorageConfig()
     spark: SparkConfig = SparkConfig()
     features: FeaturesConfig = FeaturesConfig()
     clustering: ClusteringConfig = ClusteringConfig()
@@ -493,6 +514,16 @@ class RekiConfig(_Strict):
                 "(one prompt per cluster), not one prompt per user and item"
             )
         return self
+
+
+def check_storage(config: RekiConfig) -> None:
+    """Makes the config's storage settings this process's and stops before any work when one of
+    its locations cannot be used (storage.check_location)."""
+    storage.use(config.storage.settings())
+    locations = {"lake": config.lake, "output": config.output, "dataset.path": config.dataset.path}
+    for setting, location in locations.items():
+        if location is not None:
+            storage.check_location(location, setting)
 
 
 def _with_defaults(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

@@ -9,9 +9,9 @@ Reads `vocab`, `users`, `items`, `samples`, knowledge tables and the run's check
 from __future__ import annotations
 
 import copy
+import io
 import json
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +19,7 @@ import torch
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from reki_spark import storage
 from reki_spark.config import RekiConfig
 from reki_spark.lake import ITEMS, SERVING_VECTORS, USERS, VOCAB, Lake
 from reki_spark.ledger import ledger_entry
@@ -42,7 +43,8 @@ PARITY_TOLERANCE = 1e-5
 EXAMPLE_ROWS = 512
 
 
-def export(spark: SparkSession, config: RekiConfig) -> Path:
+def export(spark: SparkSession, config: RekiConfig) -> str:
+    """Returns the bundle's location (`<output>/serving`)."""
     lake = Lake(spark, config.lake)
     training, chosen = config.training, config.export
     model_name = chosen.model or next((m for m in training.models if m in CTR_MODELS), None)
@@ -50,28 +52,29 @@ def export(spark: SparkSession, config: RekiConfig) -> Path:
         raise ValueError("nothing to export: training.models has no CTR backbone (set export.model)")
     knowledge = chosen.knowledge or config.knowledge.mode
     seed = chosen.seed if chosen.seed is not None else training.seeds[0]
-    folder = Path(config.output) / "serving"
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = storage.join(config.output, "serving")
     with ledger_entry(lake, "export") as record:
         spec = model_spec(spark, config, model_name, knowledge, seed)
         model = best_model(spec).eval()
         vocab = lake.read(VOCAB)
         schema = spec.schema
         rows = entity_knowledge_rows(lake, vocab, spec.keyed_by)
-        _write_parquet(
-            _entity_features(lake, vocab, schema.category_slots, rows, _user_views(spec)), folder / FEATURES_FILE
-        )
+        features_location = storage.join(folder, FEATURES_FILE)
+        _write_parquet(_entity_features(lake, vocab, schema.category_slots, rows, _user_views(spec)), features_location)
         if knowledge != "none":
-            features = spark.read.parquet((folder / FEATURES_FILE).resolve().as_uri())
+            features = spark.read.parquet(storage.spark_uri(features_location))
             lake.overwrite(_serving_vectors(spark, model, features, spec.name), SERVING_VECTORS)
-            _write_parquet(lake.read(SERVING_VECTORS), folder / VECTORS_FILE)
+            _write_parquet(lake.read(SERVING_VECTORS), storage.join(folder, VECTORS_FILE))
         # EXAMPLE_ROWS rows for the TorchScript trace and the parity check.
         grouped = rows if spec.keyed_by == KEYED_BY_CLUSTER else None
         example = ctr_view(lake, vocab, schema, grouped).where(F.col("split") == "test").limit(EXAMPLE_ROWS).toPandas()
         batch = ctr_batch(example, schema.history_length, schema.category_slots, spec.keyed_by)
         scripted = export_torchscript(model, batch)
-        scripted.save(str(folder / MODEL_FILE))
-        difference = _parity(model, torch.jit.load(str(folder / MODEL_FILE)), batch)
+        buffer = io.BytesIO()
+        torch.jit.save(scripted, buffer)
+        storage.write_bytes(storage.join(folder, MODEL_FILE), buffer.getvalue())
+        saved = io.BytesIO(storage.read_bytes(storage.join(folder, MODEL_FILE)))
+        difference = _parity(model, torch.jit.load(saved), batch)
         meta = {
             "run": spec.name,
             "model": model_name,
@@ -87,10 +90,10 @@ def export(spark: SparkSession, config: RekiConfig) -> Path:
             "parity_max_abs_diff": difference,
             "example_rows": len(batch["label"]),
         }
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        storage.write_text(storage.join(folder, META_FILE), json.dumps(meta, indent=2) + "\n")
         record.rows_out = len(batch["label"])
         record.details = meta
-    print(f"export: {folder.resolve()} ({spec.name}, max |TorchScript - PyTorch| = {difference:.2e})")
+    print(f"export: {folder} ({spec.name}, max |TorchScript - PyTorch| = {difference:.2e})")
     return folder
 
 
@@ -128,10 +131,10 @@ def _serving_vectors(spark: SparkSession, model: torch.nn.Module, features: Data
     return features.select("entity_type", "entity_id", USER_KNOWLEDGE, ITEM_KNOWLEDGE).mapInPandas(vectors, schema)
 
 
-def _write_parquet(frame: DataFrame, path: Path) -> None:
+def _write_parquet(frame: DataFrame, location: str) -> None:
     """Parquet parts written by the executors into the bundle folder (pandas and pyarrow read the
     folder as one table); never gathered on the driver."""
-    frame.write.mode("overwrite").parquet(path.resolve().as_uri())
+    frame.write.mode("overwrite").parquet(storage.spark_uri(location))
 
 
 def _codes(frame: DataFrame, vocab: DataFrame, columns: dict[str, F.Column]) -> DataFrame:

@@ -1,6 +1,8 @@
-"""Puts the Delta Lake jars into the pip pyspark's `jars/` folder, so that every Spark process
-started from this environment (sessions, spark-submit, a standalone master and worker) finds them
-offline. Downloads go through a per-user cache, so a fresh virtualenv needs no network."""
+"""Puts the jars Spark needs beyond its own into the pip pyspark's `jars/` folder: Delta Lake's, and
+Hadoop's S3A connector (hadoop-aws at the Hadoop version Spark 3.5 ships, 3.3.4, with the AWS SDK
+bundle it was built against) for s3a:// lakes. Every Spark process started from this environment
+(sessions, spark-submit, a standalone master and worker) then finds them offline. Downloads go
+through a per-user cache, so a fresh virtualenv needs no network."""
 
 from __future__ import annotations
 
@@ -14,9 +16,15 @@ MAVEN_CENTRAL = "https://repo1.maven.org/maven2"
 CACHE_DIR = Path.home() / ".cache" / "reki" / "jars"
 
 
+# hadoop-aws must match the hadoop-client jars inside pyspark (3.3.4 for Spark 3.5), and the SDK
+# bundle the version hadoop-aws 3.3.4 declares.
+HADOOP_AWS = [("org.apache.hadoop", "hadoop-aws", "3.3.4"), ("com.amazonaws", "aws-java-sdk-bundle", "1.12.262")]
+MANAGED_PREFIXES = ("delta-", "hadoop-aws-", "aws-java-sdk-bundle-")
+
+
 def delta_artifacts(version: str) -> list[tuple[str, str, str]]:
-    """(group, artifact, version) of the jars Delta needs beside Spark's own classpath."""
-    return [("io.delta", "delta-spark_2.12", version), ("io.delta", "delta-storage", version)]
+    """(group, artifact, version) of the jars Delta and S3A need beside Spark's own classpath."""
+    return [("io.delta", "delta-spark_2.12", version), ("io.delta", "delta-storage", version), *HADOOP_AWS]
 
 
 def spark_jars_dir() -> Path:
@@ -27,6 +35,10 @@ def spark_jars_dir() -> Path:
 
 def installed_delta_jars() -> list[Path]:
     return sorted(spark_jars_dir().glob("delta-*.jar"))
+
+
+def _managed_jars() -> list[Path]:
+    return sorted(path for path in spark_jars_dir().glob("*.jar") if path.name.startswith(MANAGED_PREFIXES))
 
 
 def _artifact_url(group: str, artifact: str, version: str, suffix: str = "") -> str:
@@ -40,7 +52,7 @@ def _fetch_verified(group: str, artifact: str, version: str) -> Path:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
     with urllib.request.urlopen(_artifact_url(group, artifact, version, ".sha1"), timeout=60) as resp:
         expected_sha1 = resp.read().decode().split()[0].strip()
-    with urllib.request.urlopen(_artifact_url(group, artifact, version), timeout=300) as resp:
+    with urllib.request.urlopen(_artifact_url(group, artifact, version), timeout=900) as resp:
         payload = resp.read()
     actual_sha1 = hashlib.sha1(payload).hexdigest()
     if actual_sha1 != expected_sha1:
@@ -52,10 +64,10 @@ def _fetch_verified(group: str, artifact: str, version: str) -> Path:
 
 
 def install_delta_jars(version: str) -> list[Path]:
-    """Idempotent: copies only what is missing; removes Delta jars of other versions."""
+    """Idempotent: copies only what is missing; removes Delta and S3A jars of other versions."""
     target_dir = spark_jars_dir()
     wanted = {f"{artifact}-{ver}.jar": (group, artifact, ver) for group, artifact, ver in delta_artifacts(version)}
-    for stale in installed_delta_jars():
+    for stale in _managed_jars():
         if stale.name not in wanted:
             stale.unlink()
     installed = []
@@ -72,7 +84,7 @@ def main() -> None:
     parser.add_argument("--version", required=True, help="Delta Lake version, e.g. 3.3.3")
     args = parser.parse_args()
     for path in install_delta_jars(args.version):
-        print(f"delta jar: {path}")
+        print(f"jar: {path}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from delta import exceptions as delta_errors
@@ -18,6 +17,8 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from reki_spark import storage
 
 
 def _schema(*fields: tuple[str, T.DataType, bool]) -> T.StructType:
@@ -257,9 +258,7 @@ def prompt_hash() -> Column:
 def absolute_root(root: str) -> str:
     """A lake root as an absolute location: local paths are resolved (Delta's table builder
     reads a relative location as a table name), URIs such as s3a://bucket/lake kept."""
-    if "://" in root:
-        return root.rstrip("/")
-    return str(Path(root).resolve())
+    return storage.resolve(root)
 
 
 def conform(df: DataFrame, table: str) -> DataFrame:

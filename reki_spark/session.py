@@ -1,6 +1,6 @@
 """The one SparkSession factory. Local runs get a session sized for a small machine; under
 spark-submit (or any already-running Spark) the cluster's settings are kept and only Delta's
-SQL extension and catalog are added where missing."""
+SQL extension and catalog, and the storage layer's Hadoop settings, are added."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from reki_spark import console
+from reki_spark import console, storage
 from reki_spark.config import RekiConfig
 
 DELTA_SETTINGS = {
@@ -54,10 +54,16 @@ def get_spark(config: RekiConfig) -> SparkSession:
         builder = builder.master(config.spark.master)
         for key, value in local_settings(config).items():
             builder = builder.config(key, value)
-    for key, value in DELTA_SETTINGS.items():
+    hadoop = storage.hadoop_settings(config.storage.settings())
+    for key, value in {**DELTA_SETTINGS, **hadoop}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("WARN")
+    # An already-running context (spark-submit) ignores the builder's spark.hadoop.* values: set
+    # them on its Hadoop configuration, which every file read and write ships to the executors.
+    hadoop_conf = session.sparkContext._jsc.hadoopConfiguration()
+    for key, value in hadoop.items():
+        hadoop_conf.set(key.removeprefix("spark.hadoop."), value)
     return session
 
 

@@ -16,15 +16,25 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from reki_spark import console
+from reki_spark import console, storage
 from reki_spark.config import RekiConfig
 
 MAX_BATCH = 100  # MLflow's per-call limit on params and on metrics batches kept small
 RUN_KEYS = ("task", "model", "knowledge", "seed")
 
 
+def local_store(config: RekiConfig) -> Path:
+    """The default MLflow store: the output folder when it is local; for an object-store output, a
+    folder of the driver's (a SQLite file cannot live in a bucket; set tracking.mlflow_uri to a
+    tracking server on a cluster)."""
+    output = storage.resolve(config.output)
+    if storage.is_local(output):
+        return Path(output)
+    return Path.home() / ".cache" / "reki" / "mlflow" / output.replace("://", "/").replace("/", "_")
+
+
 def tracking_uri(config: RekiConfig) -> str:
-    return config.tracking.mlflow_uri or f"sqlite:///{Path(config.output).resolve() / 'mlflow.db'}"
+    return config.tracking.mlflow_uri or f"sqlite:///{local_store(config) / 'mlflow.db'}"
 
 
 def experiment_name(config: RekiConfig) -> str:
@@ -82,12 +92,14 @@ def _client(config: RekiConfig) -> tuple[Any, str]:
     if not console.verbose():
         logging.getLogger("mlflow").setLevel(logging.WARNING)  # database set-up INFO lines
         logging.getLogger("alembic").setLevel(logging.WARNING)
+    if not config.tracking.mlflow_uri:
+        local_store(config).mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri(config))
     name = experiment_name(config)
     found = client.get_experiment_by_name(name)
     if found is not None:
         return client, found.experiment_id
-    artifacts = None if config.tracking.mlflow_uri else (Path(config.output).resolve() / "mlruns").as_uri()
+    artifacts = None if config.tracking.mlflow_uri else (local_store(config) / "mlruns").as_uri()
     return client, client.create_experiment(name, artifact_location=artifacts)
 
 

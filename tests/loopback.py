@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -73,3 +74,19 @@ def wait_for(predicate, what: str, timeout: float = 120) -> None:
 def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
+
+
+def in_private_view(args: list[str], hidden: list[Path], make: list[Path] | None = None) -> list[str]:
+    """`args` run as a separate machine would: in a mount namespace of their own where each folder
+    of `hidden` is an empty private tmpfs (what the process writes there nobody else sees, and it
+    sees nothing of what others wrote), with the folders of `make` created inside."""
+    mounts = [f"mount -t tmpfs -o size=4g reki-private {shlex.quote(str(folder))}" for folder in hidden]
+    mounts += [f"mkdir -p {shlex.quote(str(folder))}" for folder in make or []]
+    script = " && ".join([*mounts, 'exec "$@"'])
+    return ["unshare", "--mount", "--propagation", "private", "bash", "-c", script, "private-view", *args]
+
+
+def private_files(pid: int, folder: Path) -> list[Path]:
+    """The files under `folder` as the process `pid` sees them (its own mount namespace)."""
+    view = Path(f"/proc/{pid}/root") / folder.relative_to("/")
+    return sorted(path for path in view.rglob("*") if path.is_file())

@@ -13,6 +13,7 @@ from pathlib import Path
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from reki_spark import storage
 from reki_spark.frames import with_row_index
 
 PROVENANCE = ["_source_file", "_line", "_raw", "_reason"]
@@ -69,12 +70,10 @@ def blank_to_null(column: str) -> Column:
 
 
 def find_file(folder: str, *candidates: str) -> str:
-    """The first of `candidates` present in local `folder`, or a clear error naming all of them.
-    Remote folders (s3a://, abfss://, ...) are not probed: the first candidate is taken."""
-    if "://" in folder and not folder.startswith("file://"):
-        return f"{folder.rstrip('/')}/{candidates[0]}"
-    base = Path(folder.removeprefix("file://"))
+    """The first of `candidates` present in `folder` (a path or any URI the storage layer reaches),
+    as Spark reads it, or a clear error naming all of them."""
     for name in candidates:
-        if (base / name).exists():
-            return str(base / name)
+        location = storage.join(folder, name)
+        if storage.exists(location):
+            return storage.spark_uri(location)
     raise FileNotFoundError(f"none of {', '.join(candidates)} found in {folder}")

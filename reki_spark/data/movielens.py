@@ -3,11 +3,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from reki_spark import storage
 from reki_spark.data.bronze import BronzeTables, find_file, read_lines, split_fields
 from reki_spark.data.titles import year_in_title
 
@@ -76,9 +75,9 @@ def _with_item_extras(frame: DataFrame, categories: F.Column, year_text: F.Colum
 
 
 def load_movielens_100k(spark: SparkSession, folder: str) -> BronzeTables:
-    if Path(folder, "u.data").exists():
+    if storage.exists(storage.join(folder, "u.data")):
         return _load_100k_raw(spark, folder)
-    if Path(folder, "ml-100k.inter").exists():
+    if storage.exists(storage.join(folder, "ml-100k.inter")):
         return _load_recbole_atomic(spark, folder, "ml-100k")
     raise FileNotFoundError(
         f"{folder} holds neither the raw MovieLens-100k files (u.data, u.item, u.user) "

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from scipy import stats
 
-from reki_spark import tracking
+from reki_spark import storage, tracking
 from reki_spark.config import KNOWLEDGE_CONTROLS, RekiConfig
 from reki_spark.evaluation.metrics import PRIMARY
 from reki_spark.lake import LEDGER, Lake
@@ -267,41 +268,46 @@ def results_lines(summary: pd.DataFrame, chart_name: str) -> list[str]:
     ]
 
 
-def write_report(spark: SparkSession, config: RekiConfig) -> Path:
-    output = Path(config.output)
-    metrics_path = output / METRICS_FILE
-    if not metrics_path.exists():
+def write_report(spark: SparkSession, config: RekiConfig) -> str:
+    """report.md and its chart under `output` (any location); returns the report's location."""
+    metrics_path = storage.join(config.output, METRICS_FILE)
+    if not storage.exists(metrics_path):
         raise FileNotFoundError(f"{metrics_path} not found: run `reki train` first")
-    summary = summarize(json.loads(metrics_path.read_text()))
-    chart = output / "comparison.png"
-    write_chart(summary, chart)
-    lines = [
-        f"# REKI report: {config.dataset.name}",
-        "",
-        f"Knowledge mode `{config.knowledge.mode}`, LLM `{config.llm.backend}` "
-        f"({config.llm.model or 'SmolLM2-135M-Instruct Q4_1'}), encoder `{config.encoder.model}`.",
-        "",
-    ]
-    lines += [
-        *results_lines(summary, chart.name),
-        "## Cost ledger",
-        "",
-        "| stage | runs | LLM calls | prompt tokens | completion tokens | seconds |",
-        "|---|---|---|---|---|---|",
-    ]
-    # One row per stage run: bounded by how often the pipeline ran, not by the data.
-    ledger = Lake(spark, config.lake).read(LEDGER).toPandas()
-    costs = stage_costs(ledger)
-    for stage, row in costs.iterrows():
-        lines.append(
-            f"| {stage} | {int(row['runs'])} | {int(row['llm_calls'])} | {int(row['prompt_tokens'])} | "
-            f"{int(row['completion_tokens'])} | {row['seconds']:.1f} |"
-        )
-    rejected = rejected_calls(ledger)
-    shares = ", ".join(f"{kind} {share:.1%}" for kind, share in rejected.items()) or "none"
-    lines += ["", f"LLM calls rejected by answer validation (share of all extraction calls): {shares}."]
-    report = output / "report.md"
-    report.write_text("\n".join(lines) + "\n")
-    tracking.log_report(config, [report, chart], costs.reset_index().to_dict("records"))
-    print(f"report: {report.resolve()}")
-    return report
+    summary = summarize(json.loads(storage.read_text(metrics_path)))
+    # Drawn in a scratch folder of the driver's, then copied to the output location.
+    with tempfile.TemporaryDirectory(prefix="reki-report-") as scratch:
+        chart = Path(scratch) / "comparison.png"
+        write_chart(summary, chart)
+        lines = [
+            f"# REKI report: {config.dataset.name}",
+            "",
+            f"Knowledge mode `{config.knowledge.mode}`, LLM `{config.llm.backend}` "
+            f"({config.llm.model or 'SmolLM2-135M-Instruct Q4_1'}), encoder `{config.encoder.model}`.",
+            "",
+        ]
+        lines += [
+            *results_lines(summary, chart.name),
+            "## Cost ledger",
+            "",
+            "| stage | runs | LLM calls | prompt tokens | completion tokens | seconds |",
+            "|---|---|---|---|---|---|",
+        ]
+        # One row per stage run: bounded by how often the pipeline ran, not by the data.
+        ledger = Lake(spark, config.lake).read(LEDGER).toPandas()
+        costs = stage_costs(ledger)
+        for stage, row in costs.iterrows():
+            lines.append(
+                f"| {stage} | {int(row['runs'])} | {int(row['llm_calls'])} | {int(row['prompt_tokens'])} | "
+                f"{int(row['completion_tokens'])} | {row['seconds']:.1f} |"
+            )
+        rejected = rejected_calls(ledger)
+        shares = ", ".join(f"{kind} {share:.1%}" for kind, share in rejected.items()) or "none"
+        lines += ["", f"LLM calls rejected by answer validation (share of all extraction calls): {shares}."]
+        report = Path(scratch) / "report.md"
+        report.write_text("\n".join(lines) + "\n")
+        tracking.log_report(config, [report, chart], costs.reset_index().to_dict("records"))
+        for written in (chart, report):
+            storage.write_bytes(storage.join(config.output, written.name), written.read_bytes())
+    location = storage.join(config.output, report.name)
+    print(f"report: {location}")
+    return location

@@ -11,11 +11,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 
-from reki_spark import console
+from reki_spark import console, storage
 from reki_spark.models.base import CTR_FIELDS, ITEM_KNOWLEDGE, SEQUENCE_KNOWLEDGE, USER_KNOWLEDGE
 from reki_spark.training.data import KEYED_BY_ENTITY, USER_VIEWS
 
@@ -148,8 +147,8 @@ def _regrouped(batches: list[dict[str, torch.Tensor]], generator: torch.Generato
 
 @dataclass
 class SplitFiles:
-    """The valid and test rows of a task as Parquet part files written by Spark's executors (URIs
-    of any filesystem pyarrow reaches). Each evaluating rank reads the files of its shard (file i
+    """The valid and test rows of a task as Parquet part files written by Spark's executors (any
+    location the storage layer reaches). Each evaluating rank reads the files of its shard (file i
     goes to rank i mod world) batch by batch, so neither the driver nor any rank holds a split."""
 
     files: dict[str, list[str]]  # split -> part files, in a fixed order
@@ -161,7 +160,7 @@ class SplitFiles:
         for number, uri in enumerate(self.files[split]):
             if number % world != rank:
                 continue
-            filesystem, path = pafs.FileSystem.from_uri(uri)
+            filesystem, path = storage.filesystem(uri)
             with filesystem.open_input_file(path) as handle:
                 for index, batch in enumerate(pq.ParquetFile(handle).iter_batches(self.batch_size)):
                     # One batch (batch_size rows) of this rank's shard, in the rank, never the driver.

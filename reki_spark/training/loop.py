@@ -15,7 +15,6 @@ import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -24,7 +23,7 @@ import torch
 from torch import distributed as dist
 from torch import nn
 
-from reki_spark import console
+from reki_spark import console, storage
 from reki_spark.evaluation.metrics import PRIMARY, CtrSums, MetricSums, RankingSums, target_ranks
 from reki_spark.models import (
     CTR_MODELS,
@@ -93,11 +92,15 @@ class TrainJob(ModelSpec):
     weight_decay: float = 1e-4
     # Set: every rank writes its scored test rows under it, for the `predictions` table.
     predictions_root: str | None = None
+    # The driver's storage settings: every rank reads and writes the same store (no credentials).
+    storage_settings: storage.StorageSettings = field(default_factory=storage.StorageSettings)
+    # Model and batches on the rank's GPU (TorchDistributor's use_gpu gives each rank one).
+    use_gpu: bool = False
 
     @property
     def predictions_dir(self) -> str | None:
         """This run's staging folder for `predictions` (None: the run keeps no predictions)."""
-        return None if self.predictions_root is None else str(Path(self.predictions_root) / self.name)
+        return None if self.predictions_root is None else storage.join(self.predictions_root, self.name)
 
 
 def build_model(spec: ModelSpec) -> nn.Module:
@@ -128,6 +131,21 @@ def _release_free_memory() -> None:
         trim(0)
 
 
+def _device(job: TrainJob) -> torch.device:
+    """The rank's GPU when the run asks for GPUs (TorchDistributor sets LOCAL_RANK), else the CPU."""
+    if job.use_gpu:
+        if not torch.cuda.is_available():
+            raise RuntimeError("training.use_gpu is true but this rank sees no CUDA device")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def _on(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return (
+        batch if device.type == "cpu" else {name: value.to(device, non_blocking=True) for name, value in batch.items()}
+    )
+
+
 def _distributed() -> tuple[int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -150,6 +168,7 @@ def train_worker(job: TrainJob) -> dict[str, Any]:
     """One rank of one training run; every rank returns rank 0's record for metrics.json, because
     TorchDistributor's local mode pickles each rank's return value to one file and keeps whichever
     rank finished last (a rank returning `{}` there made the run's record vanish)."""
+    storage.use(job.storage_settings)
     rank, world = _distributed()
     record = _train_rank(job, rank, world)
     if world > 1:
@@ -166,13 +185,15 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
     model = build_model(job)
     if job.model == MOSTPOP:
         return _counted_baseline(job, model) if rank == 0 else {}
+    device = _device(job)
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=job.learning_rate, weight_decay=job.weight_decay)
     steps_per_epoch = max(1, math.ceil(job.train_rows / (job.batch_size * world)))
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=job.epochs * steps_per_epoch)
     state = _resume(job, model, optimizer, scheduler)
     trained: nn.Module = model if job.task == "ctr" else _SequenceLoss(model)
     if world > 1:
-        trained = nn.parallel.DistributedDataParallel(trained)
+        trained = nn.parallel.DistributedDataParallel(trained, device_ids=None if device.type == "cpu" else [device])
     # Fault injection for the resume test: the process dies after this many optimizer steps.
     crash_after = int(os.environ.get(CRASH_AFTER_STEPS_ENV, "0")) or None
     while not state["finished"] and state["epoch"] < job.epochs:
@@ -182,7 +203,7 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
         losses: list[torch.Tensor] = []
         with job.open_loader(epoch, rank, world) as batches, _joined(trained, world):
             for batch in batches:
-                loss = _step_loss(trained, job, batch)
+                loss = _step_loss(trained, job, _on(batch, device))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
@@ -308,8 +329,8 @@ def _end_of_epoch(
     return state["bad_epochs"] >= job.patience
 
 
-def _checkpoint_path(spec: ModelSpec) -> Path:
-    return Path(spec.checkpoint_dir) / spec.name / "last.pt"
+def _checkpoint_path(spec: ModelSpec) -> str:
+    return storage.join(spec.checkpoint_dir, spec.name, "last.pt")
 
 
 # Buffers of checkpoints written before knowledge rows travelled with the examples: the model then
@@ -321,8 +342,9 @@ def _loadable(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: value for name, value in state.items() if not name.endswith(LEGACY_BUFFERS)}
 
 
-def _load_checkpoint(path: Path) -> dict[str, Any]:
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+def _load_checkpoint(path: str) -> dict[str, Any]:
+    saved = storage.load_torch(path)
+    assert isinstance(saved, dict), path
     saved["model"] = _loadable(saved["model"])
     saved["state"]["best_state"] = _loadable(saved["state"]["best_state"])
     return saved
@@ -330,7 +352,7 @@ def _load_checkpoint(path: Path) -> dict[str, Any]:
 
 def _resume(job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
     path = _checkpoint_path(job)
-    if path.exists():
+    if storage.exists(path):
         saved = _load_checkpoint(path)
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
@@ -352,19 +374,17 @@ def _resume(job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, s
 def _save(
     job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]
 ) -> None:
-    path = _checkpoint_path(job)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".tmp")
-    torch.save(
+    # Written whole (storage.write_bytes): a crash never leaves a half-written checkpoint, and a
+    # rank restarted on another node finds it on the shared store.
+    storage.save_torch(
         {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "state": state,
         },
-        partial,
+        _checkpoint_path(job),
     )
-    partial.replace(path)  # atomic: a crash never leaves a half-written checkpoint
 
 
 def best_model(spec: ModelSpec) -> nn.Module:
@@ -372,7 +392,7 @@ def best_model(spec: ModelSpec) -> nn.Module:
     if spec.model == MOSTPOP:
         return build_model(spec)
     path = _checkpoint_path(spec)
-    if not path.exists():
+    if not storage.exists(path):
         raise FileNotFoundError(f"no checkpoint for {spec.name} under {spec.checkpoint_dir}: run `reki train` first")
     saved = _load_checkpoint(path)
     model = build_model(spec)
@@ -386,42 +406,45 @@ def evaluate(job: TrainJob, model: nn.Module, split: str, rank: int = 0, world: 
     the ranks (with world > 1 every rank must call it), so the result does not depend on how many
     ranks share the split."""
     model.eval()
+    device = next(model.parameters(), torch.empty(0)).device
     sums: MetricSums
     scorer, columns = (_ctr, CTR_COLUMNS) if job.task == "ctr" else (_ranking, RANKING_COLUMNS)
     with scored_rows(job.predictions_dir if split == "test" else None, rank, columns) as sink:
-        sums = scorer(job, model, split, rank, world, sink)
+        sums = scorer(job, model, split, (rank, world, device), sink)
     if world > 1:
         sums.reduce()
     _release_free_memory()
     return sums.metrics()
 
 
-def _ctr(job: TrainJob, model: nn.Module, split: str, rank: int, world: int, sink: ScoredRowsSink | None) -> CtrSums:
+Place = tuple[int, int, torch.device]  # rank, world, the model's device
+
+
+def _ctr(job: TrainJob, model: nn.Module, split: str, place: Place, sink: ScoredRowsSink | None) -> CtrSums:
     assert isinstance(job.schema, CtrSchema)
-    schema, sums = job.schema, CtrSums()
+    (rank, world, device), schema, sums = place, job.schema, CtrSums()
     for _, frame in job.splits.batches(split, rank, world):
         batch = ctr_batch(frame, schema.history_length, schema.category_slots, job.keyed_by)
-        probabilities = torch.sigmoid(model(batch))
+        probabilities = torch.sigmoid(model(_on(batch, device))).cpu()
         sums.add(batch["label"], probabilities)
         if sink is not None:
             sink(frame["user_id"], frame["item_id"], frame["label"], probabilities.numpy())
     return sums
 
 
-def _ranking(
-    job: TrainJob, model: nn.Module, split: str, rank: int, world: int, sink: ScoredRowsSink | None
-) -> RankingSums:
+def _ranking(job: TrainJob, model: nn.Module, split: str, place: Place, sink: ScoredRowsSink | None) -> RankingSums:
     """Full and sampled ranks of each row's target; the items a row's user saw before it travel
     with the row (`seen`), so no per-user table is held here. The sampled negatives of a batch are
     drawn from a stream seeded by the run and the batch's place in the split's files, so they are
     the same however many ranks share the split."""
     assert isinstance(job.schema, SeqSchema)
-    sums = RankingSums()
+    (rank, world, device), sums = place, RankingSums()
     for (number, index), frame in job.splits.batches(split, rank, world):
         batch = sequence_batch(frame, job.schema.max_length, "in", job.keyed_by)
         stream = int(np.random.SeedSequence([job.seed, number, index]).generate_state(1)[0])
+        scorer = model.item_scorer(_on(batch, device))
         full_ranks, sampled_ranks = target_ranks(
-            model.item_scorer(batch),
+            lambda items, scorer=scorer: scorer(items.to(device)).cpu(),
             torch.as_tensor(frame["target"].to_numpy(), dtype=torch.long),
             _padded(frame["seen"]),
             job.schema.items,

@@ -4,10 +4,8 @@ integer codes and replaces the run's rows in the table. No scored row passes the
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -15,6 +13,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from reki_spark import storage
 from reki_spark.lake import PREDICTIONS, VOCAB, Lake
 from reki_spark.training.data import vocab_codes
 
@@ -33,14 +32,15 @@ def scored_rows(folder: str | None, rank: int, columns: tuple[str, ...]) -> Iter
     if folder is None:
         yield None
         return
-    Path(folder).mkdir(parents=True, exist_ok=True)
+    filesystem, path = storage.filesystem(storage.join(folder, f"rank-{rank}.parquet"))
+    filesystem.create_dir(path.rsplit("/", 1)[0], recursive=True)
     writer: pq.ParquetWriter | None = None
 
     def write(*arrays: object) -> None:
         nonlocal writer
         table = pa.table(dict(zip(columns, arrays, strict=True)))
         if writer is None:
-            writer = pq.ParquetWriter(str(Path(folder) / f"rank-{rank}.parquet"), table.schema)
+            writer = pq.ParquetWriter(path, table.schema, filesystem=filesystem)
         writer.write_table(table)
 
     try:
@@ -59,14 +59,14 @@ def predictions_kept(lake: Lake, folder: str | None, identity: dict[str, Any]) -
     if folder is None:
         yield
         return
-    shutil.rmtree(folder, ignore_errors=True)
+    storage.delete_tree(folder)
     yield
-    if any(Path(folder).glob("rank-*.parquet")):
+    if storage.list_files(folder, ".parquet"):
         lake.replace(_decoded_rows(lake, folder, identity), PREDICTIONS, _matching(identity))
 
 
 def _decoded_rows(lake: Lake, folder: str, identity: dict[str, Any]) -> DataFrame:
-    rows = lake.spark.read.parquet(Path(folder).resolve().as_uri())
+    rows = lake.spark.read.parquet(storage.spark_uri(folder))
     vocab = lake.read(VOCAB)
     for field, code in (("user_id", "user_code"), ("item_id", "item_code")):
         rows = rows.join(vocab_codes(vocab, field, key=field).withColumnRenamed("index", code), code, "left")

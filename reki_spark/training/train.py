@@ -11,13 +11,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from reki_spark import console, tracking
+from reki_spark import console, storage, tracking
 from reki_spark.config import RekiConfig
 from reki_spark.evaluation.metrics import PRIMARY
 from reki_spark.lake import VOCAB, Lake
@@ -49,7 +48,7 @@ def train(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any]]:
     lake = Lake(spark, config.lake)
     with ledger_entry(lake, "train") as record:
         results: list[dict[str, Any]] = []
-        path = Path(config.output) / METRICS_FILE
+        path = storage.join(config.output, METRICS_FILE)
         for job in _jobs(spark, config):
             with predictions_kept(lake, job.predictions_dir, identity(job)):
                 result = _run(spark, config, job)
@@ -83,11 +82,18 @@ def _run(spark: SparkSession, config: RekiConfig, job: TrainJob) -> dict[str, An
         from pyspark.ml.torch.distributor import TorchDistributor
 
         distributor = TorchDistributor(
-            num_processes=processes, local_mode=config.training.distributor_local_mode, use_gpu=config.training.use_gpu
+            num_processes=processes, local_mode=distributor_local_mode(spark, config), use_gpu=config.training.use_gpu
         )
         result = distributor.run(train_worker, job)
     print(f"train {job.name}: {_summary(result)}", flush=True)
     return result
+
+
+def distributor_local_mode(spark: SparkSession, config: RekiConfig) -> bool:
+    """The ranks on the driver machine for a local master, on the executors of a cluster, unless
+    `training.distributor_local_mode` says otherwise."""
+    chosen = config.training.distributor_local_mode
+    return spark.sparkContext.master.startswith("local") if chosen is None else chosen
 
 
 def _summary(result: dict[str, Any]) -> str:
@@ -100,11 +106,13 @@ def _summary(result: dict[str, Any]) -> str:
 def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
     lake = Lake(spark, config.lake)
     training = config.training
-    output = Path(config.output).resolve()
+    output = storage.resolve(config.output)
     console.quiet_petastorm()
     from petastorm.spark import SparkDatasetConverter, make_spark_converter
 
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, (output / "petastorm").as_uri())
+    spark.conf.set(
+        SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, storage.spark_uri(storage.join(output, "petastorm"))
+    )
     vocab = build_vocab(lake)
     sizes = cardinalities(vocab)
     # Every grouped mode's examples carry their cluster rows, joined once into the shared view.
@@ -116,7 +124,7 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
     }
     rows = clusters.entity_rows(lake) if clusters is not None else None
     for task, models in _tasks(training.models).items():
-        view = _task_view(lake, vocab, sizes, task, config, rows, output / "evaluation" / task)
+        view = _task_view(lake, vocab, sizes, task, config, rows, storage.join(output, "evaluation", task))
         # Whole row groups are the shards (see training.row_group_bytes).
         converter = make_spark_converter(
             view.train.repartition(2 * training.num_processes), parquet_row_group_size_bytes=training.row_group_bytes
@@ -159,7 +167,9 @@ def _train_job(
         train_rows=len(converter),
         splits=SplitFiles(view.splits, training.eval_batch_size),
         eval_item_chunk=training.eval_item_chunk,
-        predictions_root=str(Path(config.output).resolve() / "predictions") if training.predictions else None,
+        predictions_root=storage.join(config.output, "predictions") if training.predictions else None,
+        storage_settings=storage.current(),
+        use_gpu=training.use_gpu,
         **settings,
     )
 
@@ -184,7 +194,7 @@ def _spec_fields(
         "seed": seed,
         "schema": schema,
         "knowledge_arrays": knowledge,
-        "checkpoint_dir": str(Path(config.output).resolve() / "checkpoints"),
+        "checkpoint_dir": storage.join(config.output, "checkpoints"),
         "params": params,
         "hein": HeinSettings(training.hein.shared_experts, training.hein.dedicated_experts),
     }
@@ -228,7 +238,7 @@ def _task_view(
     task: str,
     config: RekiConfig,
     rows: KnowledgeRows | None,
-    folder: Path,
+    folder: str,
 ) -> TaskView:
     """The task's views; valid and test are written by the executors under `folder` (at least two
     files per training process, so that every rank scores a shard) and never pass the driver."""
@@ -237,10 +247,10 @@ def _task_view(
         schema = ctr_schema(config, sizes)
         # Written once: its joins (the history codes above all) are most of a CTR training's Spark
         # time at scale, and valid, test, MostPop's rates and Petastorm's copy would each redo them.
-        view = _staged_by_split(ctr_view(lake, vocab, schema, rows), folder / "view")
+        view = _staged_by_split(ctr_view(lake, vocab, schema, rows), storage.join(folder, "view"))
         splits = {split: view.where(F.col("split") == split).drop("split") for split in ("valid", "test")}
         train_rows = view.where(F.col("split") == "train").drop("split")
-        popularity = part_files(item_positive_rates(train_rows, vocab), folder / "popularity", 1)
+        popularity = part_files(item_positive_rates(train_rows, vocab), storage.join(folder, "popularity"), 1)
         return TaskView(task, schema, schema.history_length, train_rows, _written(splits, folder, parts), popularity)
     length = config.features.sequence_max_length
     # Leave-one-out: every user trains on its prefix and is scored on its valid and test items.
@@ -251,38 +261,37 @@ def _task_view(
         length + 1,
         sequence_windows(lake, vocab, length, rows),
         _written(splits, folder, parts),
-        popularity=part_files(item_popularity(lake, vocab), folder / "popularity", 1),
+        popularity=part_files(item_popularity(lake, vocab), storage.join(folder, "popularity"), 1),
     )
 
 
-def _staged_by_split(view: DataFrame, folder: Path) -> DataFrame:
+def _staged_by_split(view: DataFrame, folder: str) -> DataFrame:
     """`view` written by the executors as Parquet partitioned by `split`, read back (a split's
     filter then reads only its own folder)."""
-    view.write.mode("overwrite").partitionBy("split").parquet(folder.as_uri())
-    return view.sparkSession.read.parquet(folder.as_uri())
+    view.write.mode("overwrite").partitionBy("split").parquet(storage.spark_uri(folder))
+    return view.sparkSession.read.parquet(storage.spark_uri(folder))
 
 
-def _written(frames: dict[str, DataFrame], folder: Path, parts: int) -> dict[str, list[str]]:
-    return {name: part_files(frame, folder / name, parts) for name, frame in frames.items()}
+def _written(frames: dict[str, DataFrame], folder: str, parts: int) -> dict[str, list[str]]:
+    return {name: part_files(frame, storage.join(folder, name), parts) for name, frame in frames.items()}
 
 
-def part_files(frame: DataFrame, folder: Path, parts: int) -> list[str]:
+def part_files(frame: DataFrame, folder: str, parts: int) -> list[str]:
     """`frame` written as Parquet by the executors; its part files in a fixed order."""
-    frame.repartition(parts).write.mode("overwrite").parquet(folder.as_uri())
+    frame.repartition(parts).write.mode("overwrite").parquet(storage.spark_uri(folder))
     # One name per part file (`parts` of them): bounded by the configured parallelism.
-    return sorted(frame.sparkSession.read.parquet(folder.as_uri()).inputFiles())
+    return sorted(frame.sparkSession.read.parquet(storage.spark_uri(folder)).inputFiles())
 
 
-def write_metrics(output: str, results: list[dict[str, Any]]) -> Path:
-    """Merge `results` into metrics.json by (task, model, knowledge, seed)."""
-    path = Path(output) / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    records = json.loads(path.read_text()) if path.exists() else []
+def write_metrics(output: str, results: list[dict[str, Any]]) -> str:
+    """Merge `results` into metrics.json by (task, model, knowledge, seed); returns its location."""
+    path = storage.join(output, METRICS_FILE)
+    records = json.loads(storage.read_text(path)) if storage.exists(path) else []
     key = lambda r: (r["task"], r["model"], r["knowledge"], r["seed"])  # noqa: E731
     merged = {key(r): r for r in records}
     for result in results:
         merged[key(result)] = {**merged.get(key(result), {}), **result}
-    path.write_text(json.dumps(sorted(merged.values(), key=key), indent=2) + "\n")
+    storage.write_text(path, json.dumps(sorted(merged.values(), key=key), indent=2) + "\n")
     return path
 
 

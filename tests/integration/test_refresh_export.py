@@ -96,7 +96,7 @@ def test_export_vectors_torchscript_parity_and_scoring(spark, knowledge_lake, tm
     shutil.copytree(knowledge_lake, lake_path)
     config = tiny_config(lake_path, 'training.models=["din"]', 'training.knowledge=["collective"]', "training.epochs=1")
     train(spark, config)
-    folder = export(spark, config)
+    folder = Path(export(spark, config))
     meta = json.loads((folder / "export.json").read_text())
     assert meta["parity_max_abs_diff"] <= 1e-5 and meta["example_rows"] > 0
     lake = Lake(spark, config.lake)

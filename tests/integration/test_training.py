@@ -62,7 +62,7 @@ def test_every_backbone_trains_with_and_without_knowledge(spark, trained_lake):
     stored = json.loads((Path(config.output) / "metrics.json").read_text())
     assert len(stored) == len(ALL_MODELS) * 2 + 2  # MostPop once per task
     report = write_report(spark, config)
-    text = report.read_text()
+    text = Path(report).read_text()
     assert "| din | collective | 1 |" in text and "## Cost ledger" in text and "| extract |" in text
     assert "| mostpop | none | 1 |" in text and "× MostPop" in text
     assert (Path(config.output) / "comparison.png").stat().st_size > 1000
