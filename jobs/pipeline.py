@@ -1,4 +1,5 @@
-"""Local orchestration of every stage, the same as `reki run --config FILE`."""
+"""Several stages in one application (one driver, one set of executors), the same as `reki run`:
+`spark-submit jobs/pipeline.py --config FILE [--stages train,report]`; every stage without --stages."""
 
 import sys
 

@@ -14,6 +14,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,7 +24,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from tqdm import tqdm
 
-from ray_workers.backends import LlmBackend, make_backend, model_id
+from ray_workers.backends import BackendUnavailable, LlmBackend, make_backend, model_id
 from ray_workers.ray_session import start_ray
 from ray_workers.staging import RunFolder, read_input, recover, staged_input, staged_tallies
 from ray_workers.validation import answer_problem, reason_kind
@@ -87,8 +88,10 @@ def answer_prompt(backend: LlmBackend, settings: LlmConfig, row: dict[str, Any],
         temperature = settings.temperature if attempts == 1 else max(settings.temperature, RETRY_MIN_TEMPERATURE)
         try:
             generation = backend.generate(row["system"], row["prompt"], settings.seed + attempts - 1, temperature)
-        # Any backend failure (a prompt longer than the context, a dropped connection, an API
-        # error) is one failed attempt of this prompt, recorded with its reason, not a dead run.
+        except BackendUnavailable:
+            raise  # the endpoint is gone: stop the run, the prompt stays pending
+        # Any other backend failure (a prompt longer than the context, an API error about this
+        # request) is one failed attempt of this prompt, recorded with its reason, not a dead run.
         except Exception as err:
             text, problem = "", f"backend error: {type(err).__name__}: {str(err)[:200]}"
             rejections.append(reason_kind(problem))
@@ -128,10 +131,14 @@ class ExtractionActor:
         self.settings = LlmConfig.model_validate(settings)
         self.model = model
         self.backend = (backend_factory or make_backend)(self.settings)
+        # llm.concurrency requests in flight (openai only: the config refuses it elsewhere).
+        self.pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="llm-request")
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        rows = [answer_prompt(self.backend, self.settings, row, self.model) for row in batch.to_dict("records")]
-        return pd.DataFrame(rows)
+        def answer(row: dict[str, Any]) -> dict[str, Any]:
+            return answer_prompt(self.backend, self.settings, row, self.model)
+
+        return pd.DataFrame(list(self.pool.map(answer, batch.to_dict("records"))))
 
 
 def extract(config: RekiConfig, backend_factory: BackendFactory | None = None) -> ExtractionSummary:
@@ -147,7 +154,13 @@ def extract(config: RekiConfig, backend_factory: BackendFactory | None = None) -
         with staged_input(pending, lake.root, "extract") as (inputs, count):
             summary = ExtractionSummary(model, count, 0, 0, 0, 0, 0, 0, recovered=recovered)
             if count:
-                _run(config, inputs, count, model, backend_factory, lake, summary)
+                try:
+                    _run(config, inputs, count, model, backend_factory, lake, summary)
+                except Exception as err:
+                    unavailable = _unavailable_backend(err)
+                    if unavailable is None:
+                        raise
+                    raise BackendUnavailable(str(unavailable).splitlines()[0]) from None
         record.rows_in, record.rows_out = summary.pending, summary.answered
         record.llm_calls = summary.llm_calls
         record.prompt_tokens, record.completion_tokens = summary.prompt_tokens, summary.completion_tokens
@@ -166,6 +179,16 @@ def extract(config: RekiConfig, backend_factory: BackendFactory | None = None) -
         + (f"; {recovered} staged answers of an interrupted run merged" if recovered else "")
     )
     return summary
+
+
+def _unavailable_backend(err: BaseException) -> BaseException | None:
+    """The endpoint outage behind a failed run (Ray wraps an actor's exception in its own), if any."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, BackendUnavailable):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _run(

@@ -11,6 +11,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from ray_workers.backends.base import BackendUnavailable
 from reki_spark import console
 from reki_spark.config import ConfigError, RekiConfig, check_storage, load_config
 from reki_spark.data.download import PUBLIC_URLS, amazon_urls, download
@@ -76,12 +77,25 @@ def run_stage(name: str, config: RekiConfig, spark: SparkSession | None = None) 
 
 
 def cmd_run(config: RekiConfig, args: argparse.Namespace) -> None:
+    stages = _pipeline_stages(args.stages)
     spark = get_spark(config)
-    for name in PIPELINE:
+    for name in stages:
         print(f"== {name}")
         run_stage(name, config, spark)
-    print(f"== tables under {config.lake}")
-    _print_tables(spark, config, as_json=False)
+    if args.stages is None:  # the whole pipeline: what it left (`reki tables` lists them any time)
+        print(f"== tables under {config.lake}")
+        _print_tables(spark, config, as_json=False)
+
+
+def _pipeline_stages(chosen: str | None) -> list[str]:
+    """The pipeline's stages, or those of the comma-separated `chosen`, in pipeline order."""
+    if chosen is None:
+        return PIPELINE
+    names = [name.strip() for name in chosen.split(",") if name.strip()]
+    unknown = [name for name in names if name not in PIPELINE]
+    if unknown or not names:
+        raise ConfigError(f"--stages: {', '.join(unknown) or '(none)'} not among {', '.join(PIPELINE)}")
+    return [name for name in PIPELINE if name in names]
 
 
 def cmd_refresh(config: RekiConfig, args: argparse.Namespace) -> None:
@@ -145,7 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in [*PIPELINE, *EXTRA_STAGES]:
         sub = commands.add_parser(name, parents=[common], help=f"run the {name} stage")
         sub.set_defaults(handler=_stage_command(name))
-    commands.add_parser("run", parents=[common], help="run every stage in order, locally").set_defaults(handler=cmd_run)
+    run = commands.add_parser("run", parents=[common], help="run every stage in order, in one driver")
+    run.add_argument(
+        "--stages", help="only these pipeline stages, comma-separated (in pipeline order), e.g. train,report"
+    )
+    run.set_defaults(handler=cmd_run)
     refresh = commands.add_parser("refresh", parents=[common], help="ingest new data, re-ask only changed clusters")
     refresh.set_defaults(handler=cmd_refresh)
     tables = commands.add_parser("tables", parents=[common], help="list the Delta tables under the lake")
@@ -164,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config, args.set)
         check_storage(config)
         args.handler(config, args)
-    except (ConfigError, FileNotFoundError, StorageError) as err:
+    except (ConfigError, FileNotFoundError, StorageError, BackendUnavailable) as err:
         print(f"reki: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -243,6 +243,13 @@ class LlmConfig(_Strict):
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     request_timeout_s: float = Field(120, gt=0)
+    # openai: requests each actor keeps in flight (a vLLM or hosted server batches them; llama.cpp
+    # in-process answers one at a time). A batch's prompts are spread over them.
+    concurrency: int = Field(1, ge=1)
+    # openai: retries of one request on 408/409/429/5xx and dropped connections, with exponential
+    # backoff that honours the server's Retry-After; past them the run stops (nothing is marked
+    # failed) and a rerun asks only what is still missing.
+    request_retries: int = Field(5, ge=0)
     vllm: VllmSettings = VllmSettings()
 
     @model_validator(mode="after")
@@ -256,6 +263,8 @@ class LlmConfig(_Strict):
         gguf = self.model in (None, *LLAMA_CPP_PRESETS) or str(self.model).endswith(".gguf")
         if self.backend == "llama_cpp" and not gguf:
             raise ValueError(f"llm.model for llama_cpp: a preset ({', '.join(LLAMA_CPP_PRESETS)}) or a .gguf file")
+        if self.concurrency > 1 and self.backend != "openai":
+            raise ValueError(f"llm.concurrency > 1 needs llm.backend=openai ({self.backend} answers one at a time)")
         if self.backend == "vllm" and not self.model:
             raise ValueError("llm.model (an HF model id or folder) is required for llm.backend=vllm")
         return self

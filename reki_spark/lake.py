@@ -51,6 +51,10 @@ VOCAB = "vocab"
 SERVING_VECTORS = "serving_vectors"
 PREDICTIONS = "predictions"
 
+# The `view` values of item_clusters, user_clusters and prompts: items, and what a user liked
+# (positive) or disliked (negative) in the prompt window.
+ITEM_VIEW, POSITIVE, NEGATIVE = "item", "positive", "negative"
+
 SCHEMAS: dict[str, T.StructType] = {
     USERS: _schema(
         ("user_id", STR, False),

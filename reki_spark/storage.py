@@ -20,9 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from fsspec import register_implementation
-from fsspec.implementations.arrow import ArrowFSWrapper
-from pyarrow import filesystem as legacyfs
 from pyarrow import fs
 
 S3_SCHEMES = ("s3", "s3a", "s3n")
@@ -80,46 +77,6 @@ def use(settings: StorageSettings) -> None:
     global _settings
     _settings = settings
     _filesystems.clear()
-
-
-class ArrowS3(ArrowFSWrapper):
-    """fsspec's view of Arrow's S3 client with this process's settings."""
-
-    cachable = False  # rebuilt where unpickled (a training rank), with that process's settings
-
-    def __init__(self, **kwargs: object) -> None:
-        super().__init__(s3_filesystem(_settings), **kwargs)
-
-    @classmethod
-    def _strip_protocol(cls, path: str) -> str:
-        return path.split("://", 1)[-1].lstrip("/") if "://" in path else path.lstrip("/")
-
-
-class PetastormS3(legacyfs.S3FSWrapper):
-    """What Petastorm gets for s3a:// URLs. It resolves them through fsspec's registry, whose s3a
-    (s3fs) does not resolve beside this stack's pins and would not know `storage.endpoint`; and
-    with pyarrow 14 its `ParquetDataset(validate_schema=...)` calls work only on the legacy
-    `pyarrow.filesystem` API. This is that API over Arrow's S3 client with the storage settings."""
-
-    def __init__(self, **_: object) -> None:
-        super().__init__(ArrowS3())
-
-    @classmethod
-    def _get_kwargs_from_urls(cls, url: str) -> dict:
-        return {}
-
-    @classmethod
-    def _strip_protocol(cls, path: str) -> str:
-        return ArrowS3._strip_protocol(path)
-
-    def isdir(self, path: str) -> bool:
-        return self.fs.isdir(path)
-
-    def isfile(self, path: str) -> bool:
-        return self.fs.isfile(path)
-
-
-register_implementation("s3a", PetastormS3, clobber=True)
 
 
 def current() -> StorageSettings:

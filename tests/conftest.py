@@ -21,7 +21,13 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
 # The longest files first: under pytest-xdist's loadfile scheduling a long file that starts last
 # keeps one process busy alone at the end while the other idles.
-LONGEST_FIRST = ["test_training.py", "test_faults.py", "test_refresh_export.py", "test_knowledge.py"]
+LONGEST_FIRST = [
+    "test_distributed.py",
+    "test_training.py",
+    "test_faults.py",
+    "test_refresh_export.py",
+    "test_knowledge.py",
+]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ray_workers.backends.base import Generation, LlmBackend, model_id
+from ray_workers.backends.base import BackendUnavailable, Generation, LlmBackend, model_id
 
-__all__ = ["Generation", "LlmBackend", "make_backend", "model_id"]
+__all__ = ["BackendUnavailable", "Generation", "LlmBackend", "make_backend", "model_id"]
 
 
 def make_backend(settings) -> LlmBackend:

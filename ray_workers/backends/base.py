@@ -16,6 +16,11 @@ class Generation:
     completion_tokens: int
 
 
+class BackendUnavailable(RuntimeError):
+    """The LLM endpoint did not answer (after the backend's own retries): not an answer to record
+    as failed, but a reason to stop the run and ask again later."""
+
+
 class LlmBackend(Protocol):
     def generate(self, system: str, prompt: str, seed: int, temperature: float) -> Generation: ...
 

@@ -27,7 +27,10 @@ from reki_spark.lake import (
     CLUSTERS,
     ITEM_CLUSTERS,
     ITEM_EMBEDDINGS,
+    ITEM_VIEW,
     ITEMS,
+    NEGATIVE,
+    POSITIVE,
     PROMPT_WINDOWS,
     USER_CLUSTERS,
     USERS,
@@ -36,8 +39,6 @@ from reki_spark.lake import (
 from reki_spark.ledger import ledger_entry
 from reki_spark.parquet_files import read_parquet_files
 from reki_spark.text_encoder import TextEncoder
-
-ITEM_VIEW, POSITIVE, NEGATIVE = "item", "positive", "negative"
 
 
 def item_text(title: Column, brand: Column, categories: Column) -> Column:

@@ -20,14 +20,13 @@ from reki_spark.data.ingest import ingest
 from reki_spark.features import build_features
 from reki_spark.frames import union_all
 from reki_spark.knowledge.clustering import (
-    ITEM_VIEW,
     describe_clusters,
     item_embeddings,
     user_points,
     write_assignments,
 )
 from reki_spark.knowledge.prompts import build_prompts
-from reki_spark.lake import CLUSTERS, ITEM_CLUSTERS, ITEM_EMBEDDINGS, ITEMS, USER_CLUSTERS, USERS, Lake
+from reki_spark.lake import CLUSTERS, ITEM_CLUSTERS, ITEM_EMBEDDINGS, ITEM_VIEW, ITEMS, USER_CLUSTERS, USERS, Lake
 
 
 @dataclass

@@ -16,6 +16,7 @@ import torch
 
 from reki_spark import console, storage
 from reki_spark.models.base import CTR_FIELDS, ITEM_KNOWLEDGE, SEQUENCE_KNOWLEDGE, USER_KNOWLEDGE
+from reki_spark.training import petastorm_fs  # noqa: F401  (registers s3a:// for Petastorm)
 from reki_spark.training.data import KEYED_BY_ENTITY, USER_VIEWS
 
 

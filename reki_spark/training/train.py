@@ -76,7 +76,9 @@ def evaluate_runs(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any
 def _run(spark: SparkSession, config: RekiConfig, job: TrainJob) -> dict[str, Any]:
     processes = config.training.num_processes
     console.detail(f"== train {job.name} on {processes} process(es)")
-    if processes == 1:
+    # MostPop is counted, not trained: one process scores it (rank 0 alone did under DDP too), so
+    # it needs no ranks started on the cluster.
+    if processes == 1 or job.model == MOSTPOP:
         result = train_worker(job)
     else:
         from pyspark.ml.torch.distributor import TorchDistributor

@@ -27,7 +27,7 @@ import pytest
 
 from ray_workers.delta_io import RsLake
 from reki_spark import storage
-from reki_spark.lake import INTERACTIONS, KNOWLEDGE, KNOWLEDGE_VECTORS, PROMPTS, SAMPLES, USER_CLUSTERS
+from reki_spark.lake import INTERACTIONS, KNOWLEDGE, KNOWLEDGE_VECTORS, LEDGER, PROMPTS, SAMPLES, USER_CLUSTERS
 from tests.conftest import TINY
 from tests.loopback import (
     BIN,
@@ -46,18 +46,20 @@ pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
 BUCKET = "reki-cluster"
 LAKE, OUTPUT = f"s3a://{BUCKET}/lake", f"s3a://{BUCKET}/runs/sample"
-# What executors import for these stages fits the slim packed environment; the cluster stage
-# (scikit-learn) and training (torch) run on the image's Python, present on every node.
-ON_PACKED_ENV = ("ingest", "features", "prompts")
+# What executors import for ingest and features fits the slim packed environment (prompts too:
+# tests/unit/test_infra.py); the cluster stage (the encoder, scikit-learn) and training (torch)
+# run on the image's Python, present on every node.
+ON_PACKED_ENV = ("ingest", "features")
 SETTINGS = [
     *TINY,
     f"lake={LAKE}",
     f"output={OUTPUT}",
     'training.models=["din"]',
-    'training.knowledge=["none", "collective"]',
+    'training.knowledge=["collective"]',
     "training.epochs=1",
     "training.num_processes=2",
     "tracking.enabled=false",
+    "clustering.max_iterations=5",
 ]
 COUNTED = (INTERACTIONS, SAMPLES, USER_CLUSTERS, PROMPTS, KNOWLEDGE, KNOWLEDGE_VECTORS)
 # Files that only the product writes: a worker's private disk must hold none of them.
@@ -169,28 +171,32 @@ class Submitted:
         assert code == 0, f"{self.log.name} exited {code}:\n{self.log.read_text()[-4000:]}"
 
 
-def _spark_submit(cluster: Machines, stage: str, archive: Path, events: Path) -> Submitted:
-    """`spark-submit jobs/<stage>.py` as the README's deploy section writes it."""
-    python = "./environment/bin/python" if stage in ON_PACKED_ENV else sys.executable
+def _spark_submit(cluster: Machines, stage: str, archive: Path, events: Path, *stages: str) -> Submitted:
+    """`spark-submit jobs/<stage>.py` as the README's deploy section writes it (`stages`: those
+    that jobs/pipeline.py runs in one application)."""
+    packed = set(stages or [stage]) <= set(ON_PACKED_ENV)
+    python = "./environment/bin/python" if packed else sys.executable
     submit = [str(BIN / "spark-submit"), "--master", cluster.master, "--archives", f"{archive}#environment"]
     submit += ["--conf", f"spark.pyspark.python={python}", "--conf", f"spark.pyspark.driver.python={sys.executable}"]
     submit += ["--conf", "spark.executor.memory=1g", "--conf", "spark.sql.shuffle.partitions=2"]
     submit += ["--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}"]
-    submit += ["--conf", f"spark.ui.port={free_port()}"]
     sets = [arg for setting in SETTINGS for arg in ("--set", setting)]
     unset = ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON")
     environment = {k: v for k, v in cluster_environment().items() if k not in unset} | cluster.store.environment
     log = cluster.scratch / f"{stage}-{time.monotonic_ns()}.log"
     command = [*submit, str(REPO / "jobs" / f"{stage}.py"), *sets]
+    if stages:
+        command += ["--stages", ",".join(stages)]
     with log.open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=cluster.scratch)
     return Submitted(process, log)
 
 
-def _ray_submit(cluster: Machines, stage: str) -> None:
+def _ray_submit(cluster: Machines, *stages: str) -> None:
+    """`ray job submit` of jobs/pipeline.py with the Ray stages."""
     sets = [arg for setting in SETTINGS for arg in ("--set", setting)]
     submit = [str(BIN / "ray"), "job", "submit", "--address", cluster.dashboard, "--working-dir", str(REPO)]
-    command = [*submit, "--", "python", f"jobs/{stage}.py", *sets]
+    command = [*submit, "--", "python", "jobs/pipeline.py", "--stages", ",".join(stages), *sets]
     environment = cluster_environment() | cluster.store.environment
     deadline = time.monotonic() + 120
     while True:
@@ -208,21 +214,6 @@ def _row_counts() -> dict[str, int]:
     return {table: lake.read(table).num_rows for table in COUNTED}
 
 
-def _jobs_done(ui_port: int) -> int:
-    """Spark jobs the running application has finished (its driver UI's REST API)."""
-    base = f"http://127.0.0.1:{ui_port}/api/v1/applications"
-    applications = get_json(base)
-    if not applications:
-        return 0
-    jobs = get_json(f"{base}/{applications[0]['id']}/jobs")
-    return sum(1 for job in jobs if job["status"] == "SUCCEEDED")
-
-
-def _ui_port(run: Submitted) -> int:
-    args = run.process.args
-    return int(next(a for a in args if str(a).startswith("spark.ui.port=")).split("=")[1])  # type: ignore[union-attr]
-
-
 def _executors_removed(events: Path) -> int:
     return sum(log.read_text().count('"SparkListenerExecutorRemoved"') for log in events.iterdir())
 
@@ -236,6 +227,7 @@ def _product_files(files: list[Path]) -> list[Path]:
     ]
 
 
+@pytest.mark.timeout(1800)
 def test_the_pipeline_on_a_multi_worker_cluster_that_shares_only_object_storage(
     built_wheel, tmp_path, tmp_path_factory, monkeypatch
 ):
@@ -250,40 +242,46 @@ def test_the_pipeline_on_a_multi_worker_cluster_that_shares_only_object_storage(
         events = cluster.scratch / "events"
         events.mkdir()
 
-        _spark_submit(cluster, "ingest", archive, events).finished()
-        features = _spark_submit(cluster, "features", archive, events)
-        wait_for(lambda: _jobs_done(_ui_port(features)) >= 2, "features under way", timeout=300)
+        # Several stages per application (jobs/pipeline.py), as few JVM starts as the check allows.
+        preparing = _spark_submit(cluster, "pipeline", archive, events, "ingest", "features")
+        wait_for(lambda: "== features" in preparing.log.read_text(), "features under way", timeout=600)
+        time.sleep(5)
         cluster.kill(doomed)  # with its executor, mid-stage
         cluster.start_worker(2)
-        features.finished()
+        preparing.finished()
         assert _executors_removed(events) >= 1  # the stage did lose an executor
-        for stage in ("cluster", "prompts"):
-            _spark_submit(cluster, stage, archive, events).finished()
+        _spark_submit(cluster, "pipeline", archive, events, "cluster", "prompts").finished()
 
         cluster.start_ray()
-        for stage in ("extract", "encode"):
-            _ray_submit(cluster, stage)
-        for stage in ("train", "report"):
-            _spark_submit(cluster, stage, archive, events).finished()
+        _ray_submit(cluster, "extract", "encode")
+        _spark_submit(cluster, "pipeline", archive, events, "train", "report").finished()
 
         counts = _row_counts()
         assert counts[KNOWLEDGE] == counts[PROMPTS] == 8 and counts[KNOWLEDGE_VECTORS] > 0
         metrics = json.loads(storage.read_text(f"{OUTPUT}/metrics.json"))
-        trained = [record for record in metrics if record["model"] == "din"]
-        assert sorted(r["knowledge"] for r in trained) == ["collective", "none"]
-        assert all(r["processes"] == 2 and len(r["rank_steps"]) == 2 and min(r["rank_steps"]) > 0 for r in trained)
-        assert all(len(set(r["replica_checksums"])) == 1 for r in trained)  # the two ranks stayed in sync
+        (trained,) = [record for record in metrics if record["model"] == "din"]
+        assert trained["knowledge"] == "collective" and trained["processes"] == 2
+        assert len(trained["rank_steps"]) == 2 and min(trained["rank_steps"]) > 0  # both ranks had rows
+        assert len(set(trained["replica_checksums"])) == 1  # the two ranks stayed in sync
         checkpoints = storage.list_files(f"{OUTPUT}/checkpoints/ctr-din-collective-seed1", ".pt")
         assert [Path(c).name for c in checkpoints] == ["last.pt"]
         assert "| din |" in storage.read_text(f"{OUTPUT}/report.md")
 
-        # Nothing the product wrote stayed on a machine's own disk, the driver's included.
-        for node in [w for w in cluster.workers if w.poll() is None] + cluster.ray_nodes:
+        # Nothing the product wrote stayed on a machine's own disk, the driver's included; the
+        # executors did unpack the archive on theirs.
+        survivors = [w for w in cluster.workers if w.poll() is None]
+        for node in survivors + cluster.ray_nodes:
             assert _product_files(private_files(node.pid, cluster.hidden)) == []
+        unpacked = [
+            p for w in survivors for p in private_files(w.pid, cluster.hidden) if p.match("environment/bin/python")
+        ]
+        assert unpacked
         assert _product_files(sorted(p for p in tmp_path.rglob("*") if p.is_file())) == []
 
-        # A second run asks nothing and changes no row count.
-        for stage in ("ingest", "features", "cluster", "prompts"):
-            _spark_submit(cluster, stage, archive, events).finished()
-        _ray_submit(cluster, "extract")
+        # A second run asks nothing (with nothing pending, extract starts no Ray) and changes no
+        # row count.
+        stages = ("ingest", "features", "cluster", "prompts", "extract")
+        _spark_submit(cluster, "pipeline", archive, events, *stages).finished()
         assert _row_counts() == counts
+        ledger = RsLake(LAKE).read(LEDGER).to_pandas()
+        assert ledger[ledger["stage"] == "extract"].sort_values("started_at")["llm_calls"].tolist()[-1] == 0

@@ -69,11 +69,11 @@ def test_killed_extraction_driver_resumes_with_nothing_lost_or_repeated(spark, r
     assert set(before) <= set(after)
 
 
-def _staged_answers(root: Path, owner_pid: int, prompts: list[str]) -> RunFolder:
+def _staged_answers(root: Path, owner_pid: int, prompts: list[str], **claim: object) -> RunFolder:
     folder = RunFolder(str(root), KNOWLEDGE)
     folder.claim()
     owner = Path(folder.location) / OWNER_FILE
-    owner.write_text(json.dumps({**json.loads(owner.read_text()), "pid": owner_pid}))
+    owner.write_text(json.dumps({**json.loads(owner.read_text()), "pid": owner_pid, **claim}))
     rows = pd.DataFrame({"prompt_id": prompts, "model_id": "m", "text": "staged", "status": "ok"})
     write_part(rows, folder.location, arrow_schema(KNOWLEDGE))
     return folder
@@ -164,3 +164,14 @@ def test_five_percent_corrupt_input_is_all_quarantined_with_reasons(spark, make_
     assert any(reason.startswith("unknown item_id") for reason in reasons)
     assert counts.read == 600 == counts.clean + counts.quarantined + counts.duplicates
     assert lake.read(INTERACTIONS).count() == counts.clean
+
+
+def test_another_hosts_run_is_recovered_once_its_lease_expires(spark, tmp_path):
+    """A pod restarted elsewhere has a new host name: its old run's claim is judged by the lease in
+    the store alone, never by a host this process cannot see."""
+    lake = Lake(spark, str(tmp_path / "lake"))
+    _staged_answers(tmp_path / "lake", 1, ["p1"], host="gone-pod-7f9c", expires_at=time.time() - 1)
+    live = _staged_answers(tmp_path / "lake", 1, ["p2"], host="busy-pod-1a2b", expires_at=time.time() + 600)
+    assert recover(lake, KNOWLEDGE, ["prompt_id", "model_id"]) == 1
+    assert [r["prompt_id"] for r in lake.read(KNOWLEDGE).select("prompt_id").collect()] == ["p1"]
+    assert live.parts()  # within its lease: left for its own run

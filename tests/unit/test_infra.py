@@ -41,6 +41,7 @@ def test_spark_defaults_carry_the_delta_settings():
     for key, value in DELTA_SETTINGS.items():
         assert settings[key].strip() == value
     assert "delta-spark_2.12:3.3.3" in settings["spark.jars.packages"]
+    assert "hadoop-aws:3.3.4" in settings["spark.jars.packages"]  # the S3A connector of Spark 3.5's Hadoop
 
 
 def test_dockerfiles_install_the_pinned_stack_and_the_delta_jars():
@@ -51,3 +52,15 @@ def test_dockerfiles_install_the_pinned_stack_and_the_delta_jars():
         # The built wheel, never the source tree.
         assert "dist/reki_spark-*.whl" in text
         assert "COPY reki_spark/" not in text and "COPY --chown=ray reki_spark/" not in text
+
+
+def test_the_stages_on_the_slim_executor_environment_import_nothing_it_lacks():
+    """requirements/executor.txt (the packed archive) carries pandas, pyarrow, numpy, pydantic and
+    PyYAML: what the ingest, features and prompts stages import where their UDFs run."""
+    import subprocess
+    import sys
+
+    modules = ["reki_spark.data.ingest", "reki_spark.features", "reki_spark.knowledge.prompts"]
+    probe = f"import json, sys; import {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
+    loaded = set(json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True).stdout))
+    assert loaded.isdisjoint({"scipy", "sklearn", "torch", "fsspec", "ray", "petastorm"})

@@ -154,3 +154,10 @@ def test_vllm_refuses_a_cluster_without_gpus():
     with pytest.raises(RuntimeError, match="needs GPUs but this Ray cluster has 0"):
         vllm_backend.require_gpus({"CPU": 2.0}, settings)
     vllm_backend.require_gpus({"CPU": 2.0, "GPU": 1.0}, settings)
+
+
+def test_requests_in_flight_only_where_the_backend_can_take_them():
+    with pytest.raises(ConfigError, match=r"llm\.concurrency > 1 needs llm\.backend=openai"):
+        load_config(None, ["llm.concurrency=4"])
+    config = load_config(None, ["llm.backend=openai", "llm.base_url=http://h/v1", "llm.model=m", "llm.concurrency=4"])
+    assert config.llm.concurrency == 4 and config.llm.request_retries == 5
