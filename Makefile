@@ -10,7 +10,10 @@ CONFIG ?= jobs/configs/sample.yaml
 PYTEST_ARGS ?=
 # Test processes (pytest-xdist, one test file per process at a time): much of the suite waits on
 # JVM, Ray and subprocess start-up, so two processes on the 2-core CI machine overlap those waits.
+# Files go out in tests/conftest.py's order (longest first): xdist's own reorder, by the number of
+# tests in a file, started the single-test cluster run last, alone, 20 minutes after the rest.
 PYTEST_WORKERS ?= 2
+XDIST := -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
@@ -43,7 +46,7 @@ demo: setup
 # pytest exits 5 when a filter in PYTEST_ARGS selects nothing: say so instead of failing.
 test: setup
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected for PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; fi; exit $$rc
 
 # The wheel that images and clusters install (infra/docker/*), and the executor environment that
@@ -58,7 +61,7 @@ dist: setup
 
 # The unit layer alone (no Spark, Ray or LLM start-up): seconds, for the edit-test loop.
 test-fast: setup
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadfile tests/unit -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) tests/unit -q $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
