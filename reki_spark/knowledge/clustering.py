@@ -197,8 +197,18 @@ def _fit_predict(points: DataFrame, k: int, clustering: ClusteringConfig, seed: 
     algorithm = KMeans if clustering.algorithm == "kmeans" else BisectingKMeans
     model = algorithm(
         k=k, seed=seed, maxIter=clustering.max_iterations, featuresCol="features", predictionCol=column
-    ).fit(points)
+    ).fit(_in_fixed_layout(points))
     return model.transform(points)
+
+
+def _in_fixed_layout(points: DataFrame) -> DataFrame:
+    """The points in partitions that depend on their ids alone. MLlib's k-means|| start draws per
+    partition, seeded by the partition's index, row by row: the same points laid out otherwise
+    (another executor count, a retried task, shuffle blocks fetched in another order) gave other
+    clusters, so a rerun on a cluster rendered other prompts and asked the LLM again. An explicit
+    partition count is one adaptive execution leaves alone."""
+    partitions = int(points.sparkSession.conf.get("spark.sql.shuffle.partitions"))
+    return points.repartition(partitions, "entity_id").sortWithinPartitions("entity_id")
 
 
 FINE_SCHEMA = "entity_id string, view string, vector array<float>, imputed boolean, coarse int, fine long"
@@ -210,6 +220,7 @@ def _two_level(points: DataFrame, k: int, target_size: int, clustering: Clusteri
     def fine(group: pd.DataFrame) -> pd.DataFrame:
         from sklearn.cluster import KMeans as LocalKMeans
 
+        group = group.sort_values("entity_id", ignore_index=True)  # rows arrive in shuffle-fetch order
         vectors = np.stack(group["vector"].to_numpy())
         n_clusters = max(1, math.ceil(len(vectors) / target_size))
         labels = (
@@ -236,7 +247,9 @@ def describe_clusters(assigned: DataFrame, representatives: int) -> DataFrame:
     )
     centroids = centroids.select("cluster_id", "view", "size", vector_to_array("centroid_vector").alias("centroid"))
     squared = F.zip_with("vector", "centroid", lambda a, b: (a - b) * (a - b))
-    distance = F.aggregate(squared, F.lit(0.0).cast("double"), lambda total, x: total + x)
+    # Rounded: a vector computed in another batch differs in its last bits, which must not reorder
+    # near-equidistant members (the item prompts list the representatives in this order).
+    distance = F.round(F.aggregate(squared, F.lit(0.0).cast("double"), lambda total, x: total + x), 6)
     nearest = Window.partitionBy("cluster_id").orderBy("distance", "entity_id")
     ranked = (
         assigned.select("cluster_id", "entity_id", "vector")
