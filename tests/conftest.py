@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -120,32 +120,51 @@ def tiny_config(lake: Path, *overrides: str):
     return load_config(None, [*TINY, f"lake={lake}", f"output={lake.parent / 'run'}", *overrides])
 
 
+def _built_once(tmp_path_factory, name: str, build: Callable[[Path], None]) -> Path:
+    """A lake that one test process builds and every process of the run reads (tests copy it):
+    pytest-xdist's workers each have their own session, so each built its own before."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the run's own folder
+    folder = shared / f"shared-{name}"
+    with FileLock(str(shared / f"shared-{name}.lock")):
+        if not (folder / "complete").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            build(folder / "lake")
+            (folder / "complete").touch()
+    return folder / "lake"
+
+
 @pytest.fixture(scope="session")
-def prompts_lake(spark, tmp_path_factory) -> Path:
-    """The tiny sample dataset up to collective prompts, built once; tests copy it."""
-    from reki_spark.data.ingest import ingest
-    from reki_spark.features import build_features
-    from reki_spark.knowledge.clustering import cluster_entities
-    from reki_spark.knowledge.prompts import build_prompts
+def prompts_lake(request, tmp_path_factory) -> Path:
+    """The tiny sample dataset up to collective prompts."""
 
-    lake = tmp_path_factory.mktemp("prompts") / "lake"
-    config = tiny_config(lake)
-    for stage in (ingest, build_features, cluster_entities, build_prompts):
-        stage(spark, config)
-    return lake
+    def build(lake: Path) -> None:
+        from reki_spark.data.ingest import ingest
+        from reki_spark.features import build_features
+        from reki_spark.knowledge.clustering import cluster_entities
+        from reki_spark.knowledge.prompts import build_prompts
+
+        spark, config = request.getfixturevalue("spark"), tiny_config(lake)
+        for stage in (ingest, build_features, cluster_entities, build_prompts):
+            stage(spark, config)
+
+    return _built_once(tmp_path_factory, "prompts", build)
 
 
 @pytest.fixture(scope="session")
-def knowledge_lake(spark, ray_local, prompts_lake, tmp_path_factory) -> Path:
+def knowledge_lake(request, prompts_lake, tmp_path_factory) -> Path:
     """The same, with knowledge extracted by the real GGUF model and encoded."""
-    import shutil
 
-    from ray_workers.encode import encode
-    from ray_workers.extract import extract
+    def build(lake: Path) -> None:
+        from ray_workers.encode import encode
+        from ray_workers.extract import extract
 
-    lake = tmp_path_factory.mktemp("knowledge") / "lake"
-    shutil.copytree(prompts_lake, lake)
-    config = tiny_config(lake)
-    extract(config)
-    encode(config)
-    return lake
+        request.getfixturevalue("ray_local")
+        shutil.copytree(prompts_lake, lake)
+        config = tiny_config(lake)
+        extract(config)
+        encode(config)
+
+    return _built_once(tmp_path_factory, "knowledge", build)
