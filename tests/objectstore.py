@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.loopback import free_port, process_group, wait_for
+from tests.loopback import cluster_environment, free_port, process_group, wait_for
 
 REGION = "us-east-1"
 
@@ -43,9 +43,13 @@ class ObjectStore:
 
 
 @contextmanager
-def moto_server(log: Path) -> Iterator[ObjectStore]:
+def moto_server(log: Path, checks_credentials: bool = False) -> Iterator[ObjectStore]:
+    """`checks_credentials`: the server verifies every request's key against its IAM users, of
+    which it has none, so it refuses any key (as a real store refuses a wrong one)."""
     port = free_port()
-    with process_group([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], log):
+    environment = cluster_environment() | ({"INITIAL_NO_AUTH_ACTION_COUNT": "0"} if checks_credentials else {})
+    server = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with process_group(server, log, env=environment):
         endpoint = f"http://127.0.0.1:{port}"
         wait_for(lambda: urllib.request.urlopen(f"{endpoint}/moto-api/", timeout=2).status == 200, "moto server", 60)
         yield ObjectStore(endpoint)

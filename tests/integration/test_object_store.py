@@ -62,3 +62,14 @@ def test_bad_storage_stops_the_stage_before_any_work_with_one_line(store, settin
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and said in lines[0], result.stderr[-2000:]
     assert "setting" not in result.stdout and not storage.list_files("s3a://reki-store")  # nothing written
+
+
+def test_a_key_the_store_refuses_stops_the_stage_with_one_line(tmp_path, monkeypatch):
+    with moto_server(tmp_path / "moto.log", checks_credentials=True) as refusing:
+        for name, value in refusing.environment.items():
+            monkeypatch.setenv(name, value)
+        result = _reki("lake=s3a://reki-store/lake", "output=s3a://reki-store/run")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1, result.stderr[-2000:]
+    assert "lake=s3a://reki-store/lake" in lines[0] and "refused the credentials" in lines[0]
+    assert "AWS_ACCESS_KEY_ID" in lines[0] and refusing.environment["AWS_SECRET_ACCESS_KEY"] not in result.stderr
