@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from reki_spark.config import KNOWLEDGE_CONTROLS
@@ -282,12 +282,14 @@ def item_positive_rates(train_rows: DataFrame, vocab: DataFrame, prior_rows: flo
     )
     unknown = train_rows.sparkSession.range(1).select(F.lit(0).cast("long").alias("index"))
     items = vocab_codes(vocab, "item_id").select(F.col("index").cast("long")).unionByName(unknown)
-    # The overall rate from the per-item counts, in the same pass over the training rows: one
-    # window over the catalogue (one row per item: bounded by the vocabulary, not the data).
-    catalogue = Window.partitionBy()
-    overall = F.sum("positives").over(catalogue) / F.sum("rows").over(catalogue)
-    rate = (F.coalesce("positives", F.lit(0.0)) + overall * prior_rows) / (F.coalesce("rows", F.lit(0)) + prior_rows)
-    return items.join(counts, "index", "left").select("index", rate.cast("float").alias("count"))
+    # The overall rate: one row aggregated from the per-item counts (a window over the whole
+    # catalogue would move every item to one task, and Spark warns about it at every training).
+    overall = counts.agg((F.sum("positives") / F.sum("rows")).alias("overall"))
+    rate = (F.coalesce("positives", F.lit(0.0)) + F.col("overall") * prior_rows) / (
+        F.coalesce("rows", F.lit(0)) + prior_rows
+    )
+    scored = items.join(counts, "index", "left").crossJoin(F.broadcast(overall))
+    return scored.select("index", rate.cast("float").alias("count"))
 
 
 @dataclass
