@@ -166,7 +166,7 @@ class Submitted:
     process: subprocess.Popen
     log: Path
 
-    def finished(self, timeout: float = 900) -> None:
+    def finished(self, timeout: float = 1800) -> None:
         code = self.process.wait(timeout=timeout)
         assert code == 0, f"{self.log.name} exited {code}:\n{self.log.read_text()[-4000:]}"
 
@@ -227,7 +227,9 @@ def _product_files(files: list[Path]) -> list[Path]:
     ]
 
 
-@pytest.mark.timeout(1800)
+# 13 min alone on 2 cores, 26.5 under the rest of `make test` (both cores busy throughout): the
+# limit leaves the slower CI machine room.
+@pytest.mark.timeout(3600)
 def test_the_pipeline_on_a_multi_worker_cluster_that_shares_only_object_storage(
     built_wheel, tmp_path, tmp_path_factory, monkeypatch
 ):
