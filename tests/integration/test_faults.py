@@ -53,12 +53,14 @@ def test_killed_extraction_driver_resumes_with_nothing_lost_or_repeated(spark, r
     total = RsLake(str(lake)).read(PROMPTS).num_rows
     driver = _extract_process(lake, tmp_path / "driver.log")
     deadline = time.monotonic() + 300
-    while len(_answers(lake)) < total // 2 and driver.poll() is None and time.monotonic() < deadline:
+    # Killed at the first merged answer: merges batch whatever was staged meanwhile, so on a loaded
+    # machine the count jumped from under half to all 8 between two polls (a run that had ended).
+    while not _answers(lake) and driver.poll() is None and time.monotonic() < deadline:
         time.sleep(0.3)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver, its Ray and its Spark die at once
     driver.wait(timeout=60)
     before = _answers(lake)
-    assert total // 2 <= len(before) < total, (tmp_path / "driver.log").read_text()[-2000:]
+    assert 1 <= len(before) < total, (tmp_path / "driver.log").read_text()[-2000:]
     # Answers the workers had staged when the driver died are merged by the rerun, not asked again.
     parts = (lake / "_staging" / KNOWLEDGE).glob("*/part-*.parquet")
     staged = {key for part in parts for key in pq.read_table(part, columns=["prompt_id"])["prompt_id"].to_pylist()}
