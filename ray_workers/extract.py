@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,15 +27,16 @@ from tqdm import tqdm
 
 from ray_workers.backends import BackendUnavailable, LlmBackend, make_backend, model_id
 from ray_workers.ray_session import start_ray
-from ray_workers.staging import RunFolder, read_input, recover, staged_input, staged_tallies
+from ray_workers.staging import read_input, recover, staged_input, staged_tallies
 from ray_workers.validation import answer_problem, reason_kind
 from reki_spark.config import LlmConfig, RekiConfig
-from reki_spark.lake import KNOWLEDGE, PROMPTS, Lake, prompt_hash
-from reki_spark.ledger import ledger_entry
+from reki_spark.lake import KNOWLEDGE, LEDGER, PROMPTS, Lake, prompt_hash
+from reki_spark.ledger import StageRecord, ledger_entry
 from reki_spark.session import get_spark
 
 OK, FAILED = "ok", "failed"
 KNOWLEDGE_KEYS = ["prompt_id", "model_id"]
+LEDGER_KEYS = ["run_id"]
 PROMPT_COLUMNS = ["prompt_id", "kind", "entity_type", "entity_id", "view", "system", "prompt"]
 BackendFactory = Callable[[LlmConfig], LlmBackend]
 # A retry with the same seed at temperature 0 would repeat the same answer.
@@ -146,39 +148,64 @@ def extract(config: RekiConfig, backend_factory: BackendFactory | None = None) -
     lake = Lake(get_spark(config), config.lake)
     model = model_id(settings)
     with ledger_entry(lake, "extract") as record:
-        # What a dead run staged is merged first, so that it is not asked again.
+        # What a dead run staged, or a run in the LLM-worker image handed over (ray_workers.answer),
+        # is merged first, so that it is not asked again.
         recovered = recover(lake, KNOWLEDGE, KNOWLEDGE_KEYS)
+        recover(lake, LEDGER, LEDGER_KEYS)
         pending = pending_prompts(lake, model, settings.retry_failed)
         if settings.max_prompts is not None:
             pending = pending.orderBy("prompt_id").limit(settings.max_prompts)
         with staged_input(pending, lake.root, "extract") as (inputs, count):
             summary = ExtractionSummary(model, count, 0, 0, 0, 0, 0, 0, recovered=recovered)
             if count:
-                try:
-                    _run(config, inputs, count, model, backend_factory, lake, summary)
-                except Exception as err:
-                    unavailable = _unavailable_backend(err)
-                    if unavailable is None:
-                        raise
-                    raise BackendUnavailable(str(unavailable).splitlines()[0]) from None
-        record.rows_in, record.rows_out = summary.pending, summary.answered
-        record.llm_calls = summary.llm_calls
-        record.prompt_tokens, record.completion_tokens = summary.prompt_tokens, summary.completion_tokens
-        record.details = {
-            "model_id": model,
-            "ok": summary.ok,
-            "failed": summary.failed,
-            "rejected_calls": dict(summary.rejections),
-            "recovered_from_staging": recovered,
-        }
+                with backend_outage():
+                    start_ray(config.ray)
+                    answers = llm_answers(read_input(inputs, count, settings.batch_size), settings, backend_factory)
+                    commit = (settings.commit_rows, settings.commit_seconds)
+                    tallies = staged_tallies(lake, answers, KNOWLEDGE, KNOWLEDGE_KEYS, commit, batch_summary)
+                    tally_answers(tallies, summary)
+        record_summary(record, summary)
+    report(summary)
+    return summary
+
+
+def record_summary(record: StageRecord, summary: ExtractionSummary) -> None:
+    record.rows_in, record.rows_out = summary.pending, summary.answered
+    record.llm_calls = summary.llm_calls
+    record.prompt_tokens, record.completion_tokens = summary.prompt_tokens, summary.completion_tokens
+    record.details = {
+        "model_id": summary.model_id,
+        "ok": summary.ok,
+        "failed": summary.failed,
+        "rejected_calls": dict(summary.rejections),
+        "recovered_from_staging": summary.recovered,
+    }
+
+
+def report(summary: ExtractionSummary) -> None:
     rejected = ", ".join(f"{kind} {share:.0%}" for kind, share in summary.rejection_shares().items())
     print(
-        f"extract [{model}]: {summary.pending} pending, {summary.ok} ok, {summary.failed} failed, "
+        f"extract [{summary.model_id}]: {summary.pending} pending, {summary.ok} ok, {summary.failed} failed, "
         f"{summary.llm_calls} LLM calls, {summary.prompt_tokens} prompt + {summary.completion_tokens} "
         f"completion tokens; rejected calls: {rejected or 'none'}"
-        + (f"; {recovered} staged answers of an interrupted run merged" if recovered else "")
+        + (
+            f"; {summary.recovered} staged answers merged (an interrupted run's or the LLM-worker image's)"
+            if summary.recovered
+            else ""
+        )
     )
-    return summary
+
+
+@contextmanager
+def backend_outage() -> Iterator[None]:
+    """An endpoint outage surfaces as one BackendUnavailable, not as Ray's wrapping of it."""
+    try:
+        yield
+    except Exception as err:
+        unavailable = _unavailable_backend(err)
+        if unavailable is None:
+            raise
+        raise BackendUnavailable(str(unavailable).splitlines()[0]) from None
 
 
 def _unavailable_backend(err: BaseException) -> BaseException | None:
@@ -191,35 +218,24 @@ def _unavailable_backend(err: BaseException) -> BaseException | None:
     return None
 
 
-def _run(
-    config: RekiConfig,
-    inputs: RunFolder,
-    count: int,
-    model: str,
-    backend_factory: BackendFactory | None,
-    lake: Lake,
-    summary: ExtractionSummary,
-) -> None:
-    settings = config.llm
-    start_ray(config.ray)
-    dataset = read_input(inputs, count, settings.batch_size)
-    answers = _answers(dataset, settings, model, backend_factory)
-    commit = (settings.commit_rows, settings.commit_seconds)
-    with tqdm(total=count, desc="extract", unit="prompt") as progress:
-        for tally in staged_tallies(lake, answers, KNOWLEDGE, KNOWLEDGE_KEYS, commit, batch_summary):
+def tally_answers(tallies: Iterator[dict[str, Any]], summary: ExtractionSummary) -> None:
+    with tqdm(total=summary.pending, desc="extract", unit="prompt") as progress:
+        for tally in tallies:
             summary.add(tally)
             progress.update(tally["rows"])
             progress.set_postfix(ok=summary.ok, failed=summary.failed, tokens=summary.completion_tokens)
 
 
-def _answers(dataset: Any, settings: LlmConfig, model: str, backend_factory: BackendFactory | None) -> Any:
+def llm_answers(dataset: Any, settings: LlmConfig, backend_factory: BackendFactory | None = None) -> Any:
+    """The Ray dataset of knowledge rows answering `dataset`'s prompts."""
     import ray
 
+    model = model_id(settings)
     if settings.backend == "vllm":
         from ray_workers.backends import vllm
 
-        vllm.require_gpus(ray.cluster_resources(), settings)
-        return vllm.build(settings, settings.seed)(dataset).map_batches(
+        bundle = vllm.engine_bundle(ray.cluster_resources(), settings)
+        return vllm.build(settings, bundle, settings.seed)(dataset).map_batches(
             _validated_vllm_rows, fn_kwargs={"settings": settings.model_dump(), "model": model}, batch_format="pandas"
         )
     return dataset.map_batches(

