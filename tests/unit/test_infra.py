@@ -28,8 +28,21 @@ def test_kubernetes_manifests_have_the_right_kinds_and_versions():
     assert (REPO / "jobs" / "features.py").exists()
     ray_job = yaml.safe_load((INFRA / "k8s" / "ray-job.yaml").read_text())
     assert (ray_job["apiVersion"], ray_job["kind"]) == ("ray.io/v1", "RayJob")
-    assert "jobs/extract.py" in ray_job["spec"]["entrypoint"]
-    assert ray_job["spec"]["rayClusterSpec"]["rayVersion"] == ray.__version__
+    assert "jobs/answer.py" in ray_job["spec"]["entrypoint"] and (REPO / "jobs" / "answer.py").exists()
+    # The LLM-worker image's Ray, not the Spark image's: that cluster runs only the worker image.
+    assert ray_job["spec"]["rayClusterSpec"]["rayVersion"] == _pinned("ray", "worker-constraints.txt")
+    images = {c["image"] for group in _pod_groups(ray_job) for c in group["template"]["spec"]["containers"]}
+    assert images == {"registry.example.com/reki/llm-worker:0.1.0"}
+
+
+def _pinned(package: str, constraints: str) -> str:
+    lines = (REPO / "requirements" / constraints).read_text().splitlines()
+    return next(line.split("==")[1] for line in lines if line.lower().startswith(f"{package}=="))
+
+
+def _pod_groups(ray_job: dict) -> list[dict]:
+    cluster = ray_job["spec"]["rayClusterSpec"]
+    return [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
 
 
 def test_spark_defaults_carry_the_delta_settings():
@@ -45,13 +58,23 @@ def test_spark_defaults_carry_the_delta_settings():
 
 
 def test_dockerfiles_install_the_pinned_stack_and_the_delta_jars():
-    for name in ("Dockerfile.spark", "Dockerfile.ray-cpu", "Dockerfile.ray-gpu"):
+    for name in ("Dockerfile.spark", "Dockerfile.ray-cpu"):
         text = (INFRA / "docker" / name).read_text()
         assert "--constraint requirements/constraints.txt" in text
         assert "reki_spark.jars --version 3.3.3" in text
         # The built wheel, never the source tree.
         assert "dist/reki_spark-*.whl" in text
         assert "COPY reki_spark/" not in text and "COPY --chown=ray reki_spark/" not in text
+
+
+def test_the_llm_worker_image_installs_the_worker_set_as_make_worker_setup_does():
+    text = (INFRA / "docker" / "Dockerfile.llm-worker").read_text()
+    assert 'infra/llm-worker/install.sh python "$LLM_DEVICE" "$(ls dist/reki_spark-*.whl)"' in text
+    assert f"rayproject/ray:{_pinned('ray', 'worker-constraints.txt')}-py311-gpu" in text
+    assert "constraints.txt" not in text.replace("worker-constraints.txt", "")  # never the Spark set
+    makefile = (REPO / "Makefile").read_text()
+    assert "infra/llm-worker/install.sh $(WORKER_VENV)/bin/python $(LLM_DEVICE) ." in makefile
+    assert _pinned("ray", "constraints.txt") == ray.__version__  # this (Spark) environment's Ray
 
 
 def test_the_stages_on_the_slim_executor_environment_import_nothing_it_lacks():
