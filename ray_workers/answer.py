@@ -44,38 +44,58 @@ def prompt_text_hash(system: str, prompt: str) -> str:
     return hashlib.sha256(f"{system}\n{prompt}".encode()).hexdigest()[:32]
 
 
-def pending_prompt_table(lake: RsLake, model: str, retry_failed: bool, max_prompts: int | None) -> pa.Table:
-    """`extract.pending_prompts` over delta-rs: the prompts without an accepted answer from
-    `model`, in prompt_id order. Prompts are one per cluster or entity, so they fit one process."""
-    prompts = lake.read(PROMPTS, PROMPT_COLUMNS)
-    hashes = map(prompt_text_hash, prompts["system"].to_pylist(), prompts["prompt"].to_pylist())
-    prompts = prompts.append_column("prompt_hash", pa.array(list(hashes), pa.string()))
-    if lake.exists(KNOWLEDGE):
-        answers = lake.read(KNOWLEDGE, ["prompt_id", "model_id", "status"])
-        answered = pc.equal(answers["model_id"], model)
-        if retry_failed:
-            answered = pc.and_(answered, pc.equal(answers["status"], OK))
-        prompts = prompts.join(answers.filter(answered).select(["prompt_id"]), "prompt_id", join_type="left anti")
-    prompts = prompts.sort_by("prompt_id")
-    return prompts if max_prompts is None else prompts.slice(0, max_prompts)
+def stage_pending_prompts(
+    lake: RsLake, model: str, retry_failed: bool, max_prompts: int | None, inputs: RunFolder
+) -> int:
+    """`extract.pending_prompts` over delta-rs, staged into `inputs` one prompts file at a time
+    (the answered ids are held whole: 32 characters per prompt); returns how many. With
+    `max_prompts`, the first ones by prompt_id, as the Spark side takes them."""
+    answered = _answered_ids(lake, model, retry_failed)
+    first: list[pa.Table] = []
+    staged = 0
+    for part in lake.read_in_parts(PROMPTS, PROMPT_COLUMNS):
+        part = part.filter(pc.invert(pc.is_in(part["prompt_id"], value_set=answered)))
+        hashes = map(prompt_text_hash, part["system"].to_pylist(), part["prompt"].to_pylist())
+        part = part.append_column("prompt_hash", pa.array(list(hashes), pa.string()))
+        if max_prompts is not None:
+            first.append(part.sort_by("prompt_id").slice(0, max_prompts))
+        elif part.num_rows:
+            write_part(part.to_pandas(), inputs.location, part.schema)
+            staged += part.num_rows
+    if first:
+        chosen = pa.concat_tables(first).sort_by("prompt_id").slice(0, max_prompts)
+        if chosen.num_rows:
+            write_part(chosen.to_pandas(), inputs.location, chosen.schema)
+        staged = chosen.num_rows
+    return staged
+
+
+def _answered_ids(lake: RsLake, model: str, retry_failed: bool) -> pa.Array:
+    if not lake.exists(KNOWLEDGE):
+        return pa.array([], pa.string())
+    answers = lake.read(KNOWLEDGE, ["prompt_id", "model_id", "status"])
+    answered = pc.equal(answers["model_id"], model)
+    if retry_failed:
+        answered = pc.and_(answered, pc.equal(answers["status"], OK))
+    return answers.filter(answered)["prompt_id"].combine_chunks()
 
 
 def answer(config: RekiConfig) -> ExtractionSummary:
     settings = config.llm
     model = model_id(settings)
     with ledger_entry(StagedRows(config.lake), "extract") as record:
-        pending = pending_prompt_table(RsLake(config.lake), model, settings.retry_failed, settings.max_prompts)
-        summary = ExtractionSummary(model, pending.num_rows, 0, 0, 0, 0, 0, 0)
-        if pending.num_rows:
-            inputs = RunFolder(config.lake, f"{INPUTS}/extract")
-            try:
-                with inputs.renewed(), backend_outage():
-                    write_part(pending.to_pandas(), inputs.location, pending.schema)
+        inputs = RunFolder(config.lake, f"{INPUTS}/extract")
+        try:
+            with inputs.renewed(), backend_outage():
+                lake = RsLake(config.lake)
+                pending = stage_pending_prompts(lake, model, settings.retry_failed, settings.max_prompts, inputs)
+                summary = ExtractionSummary(model, pending, 0, 0, 0, 0, 0, 0)
+                if pending:
                     start_ray(config.ray)
-                    answers = llm_answers(read_input(inputs, pending.num_rows, settings.batch_size), settings)
+                    answers = llm_answers(read_input(inputs, pending, settings.batch_size), settings)
                     tally_answers(handed_off_tallies(config.lake, answers, KNOWLEDGE, batch_summary), summary)
-            finally:
-                inputs.remove()
+        finally:
+            inputs.remove()
         record_summary(record, summary)
     report(summary)
     print(f"answers staged under {config.lake}: the next `reki extract` on the Spark side merges them")

@@ -4,6 +4,8 @@ uses view types that pyarrow 14 (pinned for petastorm) cannot open."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
@@ -55,14 +57,24 @@ class RsLake:
         return True
 
     def read(self, table: str, columns: list[str] | None = None) -> pa.Table:
-        if not self.exists(table):
-            raise FileNotFoundError(f"Delta table {table!r} not found under {self.root}: run the stage that writes it")
-        # The snapshot's live files: our tables use neither deletion vectors nor column mapping,
-        # so these files are exactly the table (never the raw folder, which holds removed files).
-        files = self._table(table).file_uris()
+        files = self.files(table)
         schema = arrow_schema(table)
         if not files:
             return schema.empty_table().select(columns or schema.names)
         filesystem, _ = storage.filesystem(files[0])
         paths = [storage.filesystem(uri)[1] for uri in files]
         return pq.read_table(paths, columns=columns, schema=schema, filesystem=filesystem)
+
+    def read_in_parts(self, table: str, columns: list[str] | None = None) -> Iterator[pa.Table]:
+        """The table one data file at a time: what a single process can hold of a large table."""
+        for uri in self.files(table):
+            filesystem, path = storage.filesystem(uri)
+            yield pq.read_table(path, columns=columns, schema=arrow_schema(table), filesystem=filesystem)
+
+    def files(self, table: str) -> list[str]:
+        """The URIs of the snapshot's live files: our tables use neither deletion vectors nor
+        column mapping, so these files are exactly the table (never the raw folder, which holds
+        removed files)."""
+        if not self.exists(table):
+            raise FileNotFoundError(f"Delta table {table!r} not found under {self.root}: run the stage that writes it")
+        return self._table(table).file_uris()
