@@ -372,6 +372,11 @@ class TrainingConfig(_Strict):
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     embedding_dim: int = Field(32, ge=1)
+    # CTR models: sparse gradients for the user and item id tables, updated by SparseAdam (the
+    # looked-up rows only, no weight decay) beside AdamW for the rest (training/optim.py). Off
+    # until the ML-1M comparison with dense updates is run (issue 28). gloo only: NCCL has no
+    # sparse all-reduce, so it is refused with GPUs and several processes.
+    sparse_embeddings: bool = False
     # Rows pass through a shuffling buffer of this many rows per rank, so every epoch sees a new
     # order (whole-dataset shuffling when the buffer holds the shard).
     shuffle_buffer: int = Field(200_000, ge=0)
@@ -397,6 +402,15 @@ class TrainingConfig(_Strict):
     distributor_local_mode: bool | None = None
     use_gpu: bool = False
     hein: HeinConfig = HeinConfig()
+
+    @model_validator(mode="after")
+    def _sparse_needs_gloo(self) -> TrainingConfig:
+        if self.sparse_embeddings and self.use_gpu and self.num_processes > 1:
+            raise ValueError(
+                "training.sparse_embeddings with training.use_gpu and several processes: NCCL has no sparse "
+                "all-reduce; train the id tables dense on GPUs (sparse_embeddings: false)"
+            )
+        return self
 
     def block(self, model: str) -> ModelBlock:
         return getattr(self, model, None) or ModelBlock()

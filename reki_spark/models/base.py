@@ -187,12 +187,19 @@ class CtrModel(nn.Module):
         embedding_dim: int = 32,
         knowledge: KnowledgeTables | None = None,
         hein: HeinSettings = DEFAULT_HEIN,
+        sparse_ids: bool = False,
     ) -> None:
         super().__init__()
         self.schema = schema
         self.embedding_dim = embedding_dim
+        # sparse_ids: the user and item tables (the ones that grow with the data) get sparse
+        # gradients, the looked-up rows only (training/optim.py); the small fields stay dense.
+        sparse = {schema.user_field, schema.item_field} if sparse_ids else set()
         self.embeddings = nn.ModuleDict(
-            {name: nn.Embedding(size, embedding_dim, padding_idx=0) for name, size in schema.fields.items()}
+            {
+                name: nn.Embedding(size, embedding_dim, padding_idx=0, sparse=name in sparse)
+                for name, size in schema.fields.items()
+            }
         )
         # Small initial embeddings (as FuxiCTR does): an id never seen in training, such as a user
         # of the held-out split, then stays close to neutral instead of injecting N(0, 1) noise.

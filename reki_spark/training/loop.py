@@ -38,6 +38,7 @@ from reki_spark.models import (
 from reki_spark.parquet_files import read_parquet_files
 from reki_spark.training.data import KnowledgeArrays
 from reki_spark.training.feeding import SplitFiles, ctr_batch, sequence_batch
+from reki_spark.training.optim import RunOptimizer
 from reki_spark.training.predictions import CTR_COLUMNS, RANKING_COLUMNS, ScoredRowsSink, scored_rows
 
 CRASH_AFTER_STEPS_ENV = "REKI_FAULT_CRASH_AFTER_STEPS"
@@ -187,10 +188,9 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
         return _counted_baseline(job, model) if rank == 0 else {}
     device = _device(job)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=job.learning_rate, weight_decay=job.weight_decay)
     steps_per_epoch = max(1, math.ceil(job.train_rows / (job.batch_size * world)))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=job.epochs * steps_per_epoch)
-    state = _resume(job, model, optimizer, scheduler)
+    optimizer = RunOptimizer(model, job.learning_rate, job.weight_decay, job.epochs * steps_per_epoch)
+    state = _resume(job, model, optimizer)
     trained: nn.Module = model if job.task == "ctr" else _SequenceLoss(model)
     if world > 1:
         trained = nn.parallel.DistributedDataParallel(trained, device_ids=None if device.type == "cpu" else [device])
@@ -207,7 +207,6 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
-                scheduler.step()
                 losses.append(loss.detach())
                 state["steps"] += 1
                 if state["steps"] % RELEASE_MEMORY_EVERY_STEPS == 0:
@@ -224,7 +223,7 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
             dist.broadcast(flag, src=0)
             stop = bool(flag.item())
         if rank == 0:
-            _save(job, model, optimizer, scheduler, state)
+            _save(job, model, optimizer, state)
         if stop:
             break
     checksums = _replica_checksums(model, world)
@@ -235,7 +234,7 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
         state["test"] = evaluate(job, model, "test", rank, world)
         state["finished"] = True
         if rank == 0:
-            _save(job, model, optimizer, scheduler, state)
+            _save(job, model, optimizer, state)
     if rank != 0:
         return {}
     return {
@@ -350,13 +349,12 @@ def _load_checkpoint(path: str) -> dict[str, Any]:
     return saved
 
 
-def _resume(job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+def _resume(job: TrainJob, model: nn.Module, optimizer: RunOptimizer) -> dict[str, Any]:
     path = _checkpoint_path(job)
     if storage.exists(path):
         saved = _load_checkpoint(path)
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
+        optimizer.load_state_dict(saved)
         print(f"[{job.name}] resuming after epoch {saved['state']['epoch']}", flush=True)
         return saved["state"]
     return {
@@ -371,20 +369,10 @@ def _resume(job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, s
     }
 
 
-def _save(
-    job: TrainJob, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]
-) -> None:
+def _save(job: TrainJob, model: nn.Module, optimizer: RunOptimizer, state: dict[str, Any]) -> None:
     # Written whole (storage.write_bytes): a crash never leaves a half-written checkpoint, and a
     # rank restarted on another node finds it on the shared store.
-    storage.save_torch(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "state": state,
-        },
-        _checkpoint_path(job),
-    )
+    storage.save_torch({"model": model.state_dict(), **optimizer.state_dict(), "state": state}, _checkpoint_path(job))
 
 
 def best_model(spec: ModelSpec) -> nn.Module:

@@ -189,6 +189,7 @@ def _spec_fields(
     params = training.block(model).architecture() if model != MOSTPOP else {}
     if task == "ctr":
         params["embedding_dim"] = training.embedding_dim
+        params["sparse_ids"] = training.sparse_embeddings
     return {
         "task": task,
         "model": model,

@@ -105,3 +105,11 @@ def test_knowledge_controls_come_with_collective_knowledge_only():
     assert config.training.knowledge[-2:] == ["shuffled", "cluster_only"]
     with pytest.raises(ConfigError, match=r"training\.knowledge lists shuffled"):
         load_config(None, ["knowledge.mode=individual", "training.knowledge=[none, individual, shuffled]"])
+
+
+def test_sparse_id_tables_are_refused_where_nccl_would_all_reduce_them():
+    assert load_config(None, ["training.sparse_embeddings=true", "training.num_processes=2"]).training.sparse_embeddings
+    assert load_config(None, ["training.sparse_embeddings=true", "training.use_gpu=true"]).training.use_gpu
+    gpus = ["training.sparse_embeddings=true", "training.use_gpu=true", "training.num_processes=2"]
+    with pytest.raises(ConfigError, match="NCCL has no sparse all-reduce"):
+        load_config(None, gpus)
