@@ -15,6 +15,7 @@ from reki_spark.frames import union_all, with_row_index
 from reki_spark.lake import (
     INTERACTIONS,
     ITEM_CLUSTERS,
+    ITEM_VIEW,
     ITEMS,
     KNOWLEDGE_VECTORS,
     SAMPLES,
@@ -362,12 +363,12 @@ def entity_knowledge_rows(lake: Lake, vocab: DataFrame, keyed: str | None) -> Kn
 
 
 def knowledge_arrays(
-    lake: Lake, vocab: DataFrame, mode: str, encoder_id: str, clusters: ClusterRows | None = None
+    lake: Lake, vocab: DataFrame, mode: str, encoder_id: str, clusters: ClusterRows | None = None, seed: int = 0
 ) -> KnowledgeArrays:
     """The knowledge tables of `mode`; grouped modes align them to `clusters` (read from the lake
-    when the caller has not already)."""
+    when the caller has not already). `shuffled` deals its vectors out by the training `seed`."""
     if mode in GROUPED_MODES:
-        return _cluster_arrays(lake, mode, encoder_id, clusters or ClusterRows.of(lake))
+        return _cluster_arrays(lake, mode, encoder_id, clusters or ClusterRows.of(lake), seed)
     sizes = cardinalities(vocab)
     if sizes["item_id"] + sizes["user_id"] > INDIVIDUAL_MAX_ENTITIES:
         raise ValueError(
@@ -392,7 +393,7 @@ def _source_vectors(lake: Lake, source: str, encoder_id: str) -> DataFrame:
     return vectors
 
 
-def _cluster_arrays(lake: Lake, mode: str, encoder_id: str, rows: ClusterRows) -> KnowledgeArrays:
+def _cluster_arrays(lake: Lake, mode: str, encoder_id: str, rows: ClusterRows, seed: int) -> KnowledgeArrays:
     if mode == CLUSTER_ONLY:
         item_vectors, user_vectors = group_codes(len(rows.items), len(rows.users))
     else:
@@ -400,7 +401,8 @@ def _cluster_arrays(lake: Lake, mode: str, encoder_id: str, rows: ClusterRows) -
         item_vectors = _cluster_table(vectors.where(F.col("entity_type") == "item"), rows.items)
         user_vectors = _cluster_table(vectors.where(F.col("entity_type") == "user"), rows.users)
         if mode == SHUFFLED:
-            item_vectors, user_vectors = deranged(item_vectors), deranged(user_vectors)
+            item_vectors = deranged(item_vectors, rows.items, seed)
+            user_vectors = deranged(user_vectors, rows.users, seed)
     return KnowledgeArrays(item_vectors, user_vectors, len(USER_VIEWS), KEYED_BY_CLUSTER)
 
 
@@ -438,12 +440,24 @@ def group_codes(item_groups: int, user_groups: int) -> tuple[np.ndarray, np.ndar
     return np.vstack([zero, codes[:item_groups]]), np.vstack([zero, codes[item_groups:]])
 
 
-def deranged(vectors: np.ndarray, seed: int = SHUFFLE_SEED) -> np.ndarray:
-    """`shuffled`: the same rows, each moved to another group (row 0, no knowledge, stays)."""
-    count = len(vectors) - 1
-    if count < 2:
-        return vectors.copy()
-    order = np.random.default_rng(seed).permutation(count) + 1
+def cluster_view(cluster_id: str) -> str:
+    """The view a cluster groups: `item`, or the user view (`user:<view>:<n>...`)."""
+    kind, view, *_ = cluster_id.split(":")
+    return view if kind == "user" else ITEM_VIEW
+
+
+def deranged(vectors: np.ndarray, cluster_ids: list[str], seed: int) -> np.ndarray:
+    """`shuffled`: the same rows, each moved to another group of its own view (row i + 1 holds
+    cluster_ids[i]; row 0, no knowledge, stays): an item group's text goes to another item group,
+    what one group liked to another group's liked view, never a dislike where a like stood. Each
+    training seed deals another permutation, so the seeds also sample the permutations. A view with
+    a single group keeps its text (there is no other group to give it to)."""
+    rng = np.random.default_rng([SHUFFLE_SEED, seed])
+    views = np.array([cluster_view(cluster_id) for cluster_id in cluster_ids])
     moved = vectors.copy()
-    moved[order] = vectors[np.roll(order, -1)]  # a cycle through a random order: nothing stays put
+    for view in sorted(set(views)):
+        rows = np.flatnonzero(views == view) + 1
+        if len(rows) > 1:
+            order = rng.permutation(rows)
+            moved[order] = vectors[np.roll(order, -1)]  # a cycle through a random order: nothing stays put
     return moved

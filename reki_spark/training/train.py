@@ -24,6 +24,7 @@ from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS, CtrSchema, HeinSettings, SeqSchema
 from reki_spark.training.data import (
     KEYED_BY_CLUSTER,
+    SHUFFLED,
     ClusterRows,
     KnowledgeArrays,
     KnowledgeRows,
@@ -123,6 +124,13 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
     arrays = {
         mode: None if mode == "none" else knowledge_arrays(lake, vocab, mode, config.encoder.model, clusters)
         for mode in training.knowledge
+        if mode != SHUFFLED
+    }
+    # shuffled deals its vectors out anew for every training seed.
+    shuffled = {
+        seed: knowledge_arrays(lake, vocab, SHUFFLED, config.encoder.model, clusters, seed)
+        for seed in training.seeds
+        if SHUFFLED in training.knowledge
     }
     rows = clusters.entity_rows(lake) if clusters is not None else None
     for task, models in _tasks(training.models).items():
@@ -134,8 +142,9 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
         try:
             for model in models:
                 # MostPop carries no knowledge: it is counted once per seed, beside every setting.
-                for mode, knowledge in ({"none": None} if model == MOSTPOP else arrays).items():
+                for mode in ["none"] if model == MOSTPOP else training.knowledge:
                     for seed in training.seeds:
+                        knowledge = shuffled[seed] if mode == SHUFFLED else arrays.get(mode)
                         yield _train_job(config, view, converter, model, mode, knowledge, seed)
         finally:
             converter.delete()
@@ -305,5 +314,5 @@ def model_spec(spark: SparkSession, config: RekiConfig, model: str, knowledge: s
     lake = Lake(spark, config.lake)
     vocab = lake.read(VOCAB)
     schema = ctr_schema(config, cardinalities(vocab))
-    arrays = None if knowledge == "none" else knowledge_arrays(lake, vocab, knowledge, config.encoder.model)
+    arrays = None if knowledge == "none" else knowledge_arrays(lake, vocab, knowledge, config.encoder.model, seed=seed)
     return ModelSpec(**_spec_fields(config, "ctr", model, knowledge, seed, schema, arrays))

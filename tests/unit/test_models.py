@@ -154,14 +154,25 @@ def test_sequential_backbones_score_every_item(name, with_knowledge):
     assert torch.allclose(score(candidates), every_item.gather(1, candidates), atol=1e-6)
 
 
-def test_deranged_knowledge_moves_every_vector_to_another_group():
+def test_shuffled_knowledge_moves_every_vector_to_another_group_of_its_own_view():
     import numpy as np
 
-    from reki_spark.training.data import deranged
+    from reki_spark.training.data import cluster_view, deranged
 
-    vectors = np.vstack([np.zeros((1, 3)), np.arange(30, dtype=float).reshape(10, 3)])
-    moved = deranged(vectors)
-    assert (moved[0] == 0).all()  # row 0 means "no knowledge" and stays
-    assert sorted(map(tuple, moved[1:].tolist())) == sorted(map(tuple, vectors[1:].tolist()))
-    assert not (moved[1:] == vectors[1:]).all(axis=1).any()
-    assert (deranged(vectors) == moved).all()  # seeded: every run deals the same wrong groups
+    # Sorted as ClusterRows holds them: negative-view groups before positive ones.
+    groups = [f"user:negative:{i}" for i in range(5)] + [f"user:positive:{i}" for i in range(6)] + ["user:positive:7:1"]
+    vectors = np.vstack([np.zeros((1, 3)), np.arange(36, dtype=float).reshape(12, 3)])
+    source = {tuple(vector): row for row, vector in enumerate(vectors.tolist()) if row}
+    dealt = {seed: deranged(vectors, groups, seed) for seed in (1, 2, 3)}
+    for moved in dealt.values():
+        assert (moved[0] == 0).all()  # row 0 means "no knowledge" and stays
+        origins = [source[tuple(vector)] for vector in moved[1:].tolist()]
+        assert sorted(origins) == list(range(1, 13))  # the same vectors, each once
+        assert all(origin != row for row, origin in enumerate(origins, 1))  # none stays in its group
+        # and none crosses views: a liked-view text never lands where a disliked one stood
+        view_of = [cluster_view(group) for group in groups]
+        assert all(view_of[origin - 1] == view_of[row - 1] for row, origin in enumerate(origins, 1))
+    assert (deranged(vectors, groups, 1) == dealt[1]).all()  # seeded: a seed deals the same groups again
+    assert not (dealt[1] == dealt[2]).all() and not (dealt[2] == dealt[3]).all()  # seeds sample permutations
+    items = deranged(vectors[:4], ["item:0", "item:1", "item:2"], 1)
+    assert not (items[1:] == vectors[1:4]).all(axis=1).any()
