@@ -14,11 +14,11 @@ from typing import Any
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from tqdm import tqdm
 
 from ray_workers.backends import model_id
 from ray_workers.ray_session import start_ray
 from ray_workers.staging import RunFolder, read_input, recover, staged_input, staged_tallies
+from reki_spark import console
 from reki_spark.config import EncoderConfig, RekiConfig
 from reki_spark.lake import (
     ITEM_CLUSTERS,
@@ -118,7 +118,7 @@ def _encode_rows(config: RekiConfig, inputs: RunFolder, count: int, lake: Lake) 
         batch_format="pandas",
     )
     commit = (encoder.commit_rows, encoder.commit_seconds)
-    with tqdm(total=count, desc="encode", unit="text") as progress:
+    with console.progress(count, "encode", "text") as progress:
         for tally in staged_tallies(lake, vectors, KNOWLEDGE_VECTORS, VECTOR_KEYS, commit):
             progress.update(tally["rows"])
 

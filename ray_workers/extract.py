@@ -23,12 +23,12 @@ from typing import Any
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from tqdm import tqdm
 
 from ray_workers.backends import BackendUnavailable, LlmBackend, make_backend, model_id
 from ray_workers.ray_session import start_ray
 from ray_workers.staging import read_input, recover, staged_input, staged_tallies
 from ray_workers.validation import answer_problem, reason_kind
+from reki_spark import console
 from reki_spark.config import LlmConfig, RekiConfig
 from reki_spark.lake import KNOWLEDGE, LEDGER, PROMPTS, Lake, prompt_hash
 from reki_spark.ledger import StageRecord, ledger_entry
@@ -219,7 +219,7 @@ def _unavailable_backend(err: BaseException) -> BaseException | None:
 
 
 def tally_answers(tallies: Iterator[dict[str, Any]], summary: ExtractionSummary) -> None:
-    with tqdm(total=summary.pending, desc="extract", unit="prompt") as progress:
+    with console.progress(summary.pending, "extract", "prompt") as progress:
         for tally in tallies:
             summary.add(tally)
             progress.update(tally["rows"])

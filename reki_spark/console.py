@@ -1,5 +1,5 @@
 """How much the product prints. Quiet by default: each stage prints its header, its accounting
-line and a progress bar, while the chatter of the libraries underneath (Spark's start-up warnings
+line and, on a terminal, a progress bar, while the chatter of the libraries underneath (Spark's start-up warnings
 and stage bars, petastorm's pyarrow deprecation warnings, Ray Data's INFO lines and worker output,
 model-loading bars, per-epoch lines) is held back. `reki --verbose` (REKI_VERBOSE=1) lets it all
 through. The switch is an environment variable so that Spark, TorchDistributor and Ray workers,
@@ -11,6 +11,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 VERBOSE = "REKI_VERBOSE"
 # Spark's log4j2 settings for quiet runs: WARN, minus the start-up notices every local run prints.
@@ -35,6 +36,15 @@ def configure(loud: bool) -> None:
     if not loud:
         for name, value in QUIET_ENVIRONMENT.items():
             os.environ.setdefault(name, value)
+
+
+def progress(total: int, desc: str, unit: str) -> Any:
+    """A progress bar where the output is a terminal; none elsewhere (a log file, CI), where its
+    carriage-return updates would make one line of kilobytes: the stage's own accounting line
+    reports what it did."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=None)
 
 
 def detail(message: str) -> None:
