@@ -49,7 +49,8 @@ setup(
     package_data={"reki_spark": ["py.typed", "log4j2-quiet.properties"]},
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        "gpu": ["vllm"],
+        # No vLLM extra: vLLM cannot share this environment (numpy >= 2); it has its own set,
+        # requirements/worker*.txt, installed by infra/llm-worker/install.sh (README "Bring your own LLM").
         # moto[server]: the S3-compatible object store the cluster tests share between "machines".
         "dev": ["pytest", "pytest-timeout", "pytest-xdist", "ruff", "venv-pack", "moto[server]"],
         "bench": ["duckdb"],

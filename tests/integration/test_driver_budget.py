@@ -85,3 +85,9 @@ def test_the_whole_pipeline_runs_within_a_one_megabyte_driver_budget(tmp_path):
     assert "refresh: " in result.stdout, result.stdout[-2000:]
     # The budget is small enough to catch a per-row collect: the samples table does not fit in it.
     assert "control refused: maxResultSize named: True" in result.stdout, result.stdout[-2000:]
+    # The console stays quiet (issues 28 and 29): no partition-less windows, no Ray C++ error line
+    # about actor constructor arguments, and no progress bars written to a pipe.
+    console = result.stdout + result.stderr
+    assert "No Partition Defined for Window" not in console
+    assert "constructor arguments in the object store" not in console
+    assert "\r" not in console
