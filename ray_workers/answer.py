@@ -32,11 +32,9 @@ from ray_workers.extract import (
 )
 from ray_workers.ray_session import start_ray
 from ray_workers.staging import INPUTS, RunFolder, StagedRows, handed_off_tallies, read_input, write_part
-from reki_spark import console
-from reki_spark.config import ConfigError, RekiConfig, check_storage, load_config
+from reki_spark.config import RekiConfig, run_configured
 from reki_spark.lake import KNOWLEDGE, PROMPTS
 from reki_spark.ledger import ledger_entry
-from reki_spark.storage import StorageError
 
 
 def prompt_text_hash(system: str, prompt: str) -> str:
@@ -107,16 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="the experiment YAML (as for `reki`)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
     parser.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    console.configure(args.verbose)
-    try:
-        config = load_config(args.config, args.set)
-        check_storage(config)
-        answer(config)
-    except (ConfigError, FileNotFoundError, StorageError, BackendUnavailable) as err:
-        print(f"ray_workers.answer: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_configured("ray_workers.answer", parser.parse_args(argv), answer, (BackendUnavailable,))
 
 
 if __name__ == "__main__":

@@ -12,8 +12,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from ray_workers.backends.base import BackendUnavailable
-from reki_spark import console
-from reki_spark.config import ConfigError, RekiConfig, check_storage, load_config
+from reki_spark.config import ConfigError, RekiConfig, run_configured
 from reki_spark.data.download import PUBLIC_URLS, amazon_urls, download
 from reki_spark.data.ingest import ingest
 from reki_spark.evaluation.report import write_report
@@ -26,7 +25,6 @@ from reki_spark.knowledge.refresh import refresh_clusters
 from reki_spark.lake import Lake, format_tables
 from reki_spark.ledger import ledger_entry
 from reki_spark.session import get_spark
-from reki_spark.storage import StorageError
 from reki_spark.training.train import evaluate_runs, train
 
 StageFunction = Callable[[SparkSession, RekiConfig], Any]
@@ -177,15 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    console.configure(args.verbose)
-    try:
-        config = load_config(args.config, args.set)
-        check_storage(config)
-        args.handler(config, args)
-    except (ConfigError, FileNotFoundError, StorageError, BackendUnavailable) as err:
-        print(f"reki: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_configured("reki", args, lambda config: args.handler(config, args), (BackendUnavailable,))
 
 
 if __name__ == "__main__":

@@ -3,13 +3,16 @@ validated once into a `RekiConfig`. Unknown keys and bad values are one-line err
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from reki_spark import storage
+from reki_spark import console, storage
 from reki_spark.storage import StorageSettings
 
 DatasetName = Literal["sample", "movielens-100k", "movielens-1m", "amazon-2014", "amazon-2018", "table"]
@@ -552,6 +555,23 @@ def check_storage(config: RekiConfig) -> None:
     for setting, location in locations.items():
         if location is not None:
             storage.check_location(location, setting)
+
+
+def run_configured(
+    prog: str, args: argparse.Namespace, body: Callable[[RekiConfig], object], expected: tuple[type[Exception], ...]
+) -> int:
+    """A command's frame: the console as --verbose asks, the config from --config and --set with
+    its storage checked, then `body`. A user's error (a bad config, an unusable store, a missing
+    table, an `expected` one) is one line on stderr and exit status 2, not a traceback."""
+    console.configure(args.verbose)
+    try:
+        config = load_config(args.config, args.set)
+        check_storage(config)
+        body(config)
+    except (ConfigError, FileNotFoundError, storage.StorageError, *expected) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def _with_defaults(defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:

@@ -23,8 +23,8 @@ from ray_workers.backends.base import BackendUnavailable
 from ray_workers.backends.gguf import smollm2_gguf
 from ray_workers.backends.openai import OpenAiBackend
 from ray_workers.delta_io import RsLake
-from ray_workers.extract import extract
-from reki_spark.config import LlmConfig
+from ray_workers.extract import ExtractionSummary, extract
+from reki_spark.config import LlmConfig, RekiConfig
 from reki_spark.lake import KNOWLEDGE, LEDGER, PROMPTS
 from tests.conftest import tiny_config
 from tests.loopback import free_port, get_json, process_group, wait_for
@@ -55,14 +55,19 @@ def test_extraction_through_the_server_with_requests_in_flight(ray_local, prompt
     with llama_server(tmp_path / "server.log") as (base_url, _):
         config = tiny_config(lake, *_openai(base_url, "llm.concurrency=4", "llm.batch_size=4", "llm.actors=1"))
         summary = extract(config)
+    assert_every_prompt_answered_once(lake, summary, config)
+    ledger = RsLake(str(lake)).read(LEDGER).to_pandas()
+    assert ledger.loc[ledger["stage"] == "extract", "llm_calls"].sum() == summary.llm_calls
+
+
+def assert_every_prompt_answered_once(lake: Path, summary: ExtractionSummary, config: RekiConfig) -> None:
+    """An extraction through an OpenAI-compatible server answered each prompt once, under its model."""
     total = RsLake(str(lake)).read(PROMPTS).num_rows
     assert summary.answered == total and summary.llm_calls >= total and summary.completion_tokens > 0
     knowledge = RsLake(str(lake)).read(KNOWLEDGE).to_pandas()
     assert len(knowledge) == knowledge["prompt_id"].nunique() == total
-    assert set(knowledge["model_id"]) == {f"openai:{SERVED_MODEL}"}
+    assert set(knowledge["model_id"]) == {f"openai:{config.llm.model}"}
     assert (knowledge.loc[knowledge["status"] == "ok", "text"].str.len() >= config.llm.min_chars).all()
-    ledger = RsLake(str(lake)).read(LEDGER).to_pandas()
-    assert ledger.loc[ledger["stage"] == "extract", "llm_calls"].sum() == summary.llm_calls
 
 
 class _Throttle(BaseHTTPRequestHandler):

@@ -21,6 +21,7 @@ from ray_workers.delta_io import RsLake
 from ray_workers.extract import extract
 from reki_spark.lake import KNOWLEDGE, LEDGER, PROMPTS, Lake, prompt_hash
 from tests.conftest import TINY, tiny_config
+from tests.integration.test_openai_server import assert_every_prompt_answered_once
 from tests.loopback import free_port, get_json, process_group, wait_for
 from tests.paths import REPO
 
@@ -116,9 +117,4 @@ def test_openai_backend_against_the_vllm_server(worker_environment, ray_local, p
         openai = ["llm.backend=openai", f"llm.base_url={base_url}", f"llm.model={SERVED_MODEL}"]
         config = tiny_config(lake, *openai, "llm.concurrency=4", "llm.batch_size=4", "llm.actors=1")
         summary = extract(config)
-    total = RsLake(str(lake)).read(PROMPTS).num_rows
-    assert summary.answered == total and summary.llm_calls >= total and summary.completion_tokens > 0
-    knowledge = RsLake(str(lake)).read(KNOWLEDGE).to_pandas()
-    assert len(knowledge) == knowledge["prompt_id"].nunique() == total
-    assert set(knowledge["model_id"]) == {f"openai:{SERVED_MODEL}"}
-    assert (knowledge.loc[knowledge["status"] == "ok", "text"].str.len() >= config.llm.min_chars).all()
+    assert_every_prompt_answered_once(lake, summary, config)
