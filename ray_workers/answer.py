@@ -53,19 +53,22 @@ def stage_pending_prompts(
     staged = 0
     for part in lake.read_in_parts(PROMPTS, PROMPT_COLUMNS):
         part = part.filter(pc.invert(pc.is_in(part["prompt_id"], value_set=answered)))
-        hashes = map(prompt_text_hash, part["system"].to_pylist(), part["prompt"].to_pylist())
-        part = part.append_column("prompt_hash", pa.array(list(hashes), pa.string()))
         if max_prompts is not None:
             first.append(part.sort_by("prompt_id").slice(0, max_prompts))
         elif part.num_rows:
-            write_part(part.to_pandas(), inputs.location, part.schema)
-            staged += part.num_rows
+            staged += _stage_hashed(part, inputs)
     if first:
         chosen = pa.concat_tables(first).sort_by("prompt_id").slice(0, max_prompts)
-        if chosen.num_rows:
-            write_part(chosen.to_pandas(), inputs.location, chosen.schema)
-        staged = chosen.num_rows
+        staged = _stage_hashed(chosen, inputs) if chosen.num_rows else 0
     return staged
+
+
+def _stage_hashed(prompts: pa.Table, inputs: RunFolder) -> int:
+    """Writes `prompts` with their prompt_hash (only rows that will be asked are hashed)."""
+    hashes = map(prompt_text_hash, prompts["system"].to_pylist(), prompts["prompt"].to_pylist())
+    prompts = prompts.append_column("prompt_hash", pa.array(list(hashes), pa.string()))
+    write_part(prompts.to_pandas(), inputs.location, prompts.schema)
+    return prompts.num_rows
 
 
 def _answered_ids(lake: RsLake, model: str, retry_failed: bool) -> pa.Array:

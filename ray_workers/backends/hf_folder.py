@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> None:
     if (args.out / "config.json").exists():
         print(f"{args.out}: already made")
         return
-    print(f"{gguf_to_hf_folder(resolve_gguf(args.model), args.out)}: made from {resolve_gguf(args.model)}")
+    gguf = resolve_gguf(args.model)
+    print(f"{gguf_to_hf_folder(gguf, args.out)}: made from {gguf}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ model holds (knowledge vectors never travel with the samples)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from pyspark.sql import Column, DataFrame
@@ -400,10 +400,17 @@ def _cluster_arrays(lake: Lake, mode: str, encoder_id: str, rows: ClusterRows, s
         vectors = _source_vectors(lake, "collective", encoder_id)
         item_vectors = _cluster_table(vectors.where(F.col("entity_type") == "item"), rows.items)
         user_vectors = _cluster_table(vectors.where(F.col("entity_type") == "user"), rows.users)
-        if mode == SHUFFLED:
-            item_vectors = deranged(item_vectors, rows.items, seed)
-            user_vectors = deranged(user_vectors, rows.users, seed)
-    return KnowledgeArrays(item_vectors, user_vectors, len(USER_VIEWS), KEYED_BY_CLUSTER)
+    arrays = KnowledgeArrays(item_vectors, user_vectors, len(USER_VIEWS), KEYED_BY_CLUSTER)
+    return shuffled_arrays(arrays, rows, seed) if mode == SHUFFLED else arrays
+
+
+def shuffled_arrays(collective: KnowledgeArrays, rows: ClusterRows, seed: int) -> KnowledgeArrays:
+    """`shuffled` for one training seed, from the collective arrays (read once for every seed)."""
+    return replace(
+        collective,
+        item_vectors=deranged(collective.item_vectors, rows.items, seed),
+        user_vectors=deranged(collective.user_vectors, rows.users, seed),
+    )
 
 
 def _stacked(vectors: dict[object, np.ndarray], keys: list, rows: int) -> np.ndarray:

@@ -37,6 +37,7 @@ from reki_spark.training.data import (
     knowledge_arrays,
     sequence_targets,
     sequence_windows,
+    shuffled_arrays,
 )
 from reki_spark.training.feeding import PetastormBatches, SplitFiles
 from reki_spark.training.loop import MOSTPOP, ModelSpec, TrainJob, best_model, evaluate, identity, train_worker
@@ -126,12 +127,13 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
         for mode in training.knowledge
         if mode != SHUFFLED
     }
-    # shuffled deals its vectors out anew for every training seed.
-    shuffled = {
-        seed: knowledge_arrays(lake, vocab, SHUFFLED, config.encoder.model, clusters, seed)
-        for seed in training.seeds
-        if SHUFFLED in training.knowledge
-    }
+    # shuffled deals the collective vectors (read once) out anew for every training seed.
+    shuffled = {}
+    if clusters is not None and SHUFFLED in training.knowledge:
+        collective = arrays.get("collective") or knowledge_arrays(
+            lake, vocab, "collective", config.encoder.model, clusters
+        )
+        shuffled = {seed: shuffled_arrays(collective, clusters, seed) for seed in training.seeds}
     rows = clusters.entity_rows(lake) if clusters is not None else None
     for task, models in _tasks(training.models).items():
         view = _task_view(lake, vocab, sizes, task, config, rows, storage.join(output, "evaluation", task))
