@@ -3,7 +3,8 @@
 Every value is a hash of (seed, id, purpose), so the output does not depend on partitioning and
 1e8 interactions generate as easily as 1e5. Users have latent tastes (two favourite genres, one
 disliked genre); an item's genre shows in its title words, category and studio, and drives both
-who watches it and how they rate it, so item text carries signal a recommender can learn from."""
+who watches it and how they rate it, so item text carries signal a recommender can learn from.
+Activity is heavy-tailed and popularity within a genre follows Zipf's law, as in real logs."""
 
 from __future__ import annotations
 
@@ -88,6 +89,7 @@ GENRES: dict[str, tuple[list[str], list[str], list[str]]] = {
     ),
 }
 GENRE_NAMES = list(GENRES)
+TASTES = ("favourite", "second", "disliked")
 OCCUPATIONS = [
     "student",
     "engineer",
@@ -107,7 +109,10 @@ OCCUPATIONS = [
 AGE_BUCKETS = [18, 25, 35, 45, 50, 56]
 EPOCH_START = 1_577_836_800  # 2020-01-01, so timestamps look like a real log
 DAY = 86_400
-PRIME_STRIDE = 1_000_003  # coprime with any genre size below it
+# user = floor(U * u^ACTIVITY_SKEW) for a uniform u: activity density ~ x^(1/skew - 1).
+ACTIVITY_SKEW = 2.0
+# Rating points between a genre's most and least popular items.
+POPULARITY_WEIGHT = 0.8
 
 
 def _uniform(seed: int, purpose: str, *columns: Column | str) -> Column:
@@ -147,6 +152,17 @@ def _user_tastes(seed: int, user: Column) -> tuple[Column, Column, Column]:
     step = 1 + _index(seed, "dislike", n - 2, user)
     disliked = F.when((favourite + step) % n == second, (favourite + step + 1) % n).otherwise((favourite + step) % n)
     return favourite, second, disliked
+
+
+def planted_tastes(frame: DataFrame, seed: int) -> DataFrame:
+    """`frame` (any rows with the sample's `user_id`) plus the genres planted in its users:
+    `favourite`, `second`, `disliked`. What knowledge about a user group should say, for tests and demos that
+    check the signal survives the pipeline."""
+    index = F.col("user_id").cast("long") - 1
+    return frame.select(
+        "*",
+        *(_pick(GENRE_NAMES, genre).alias(name) for name, genre in zip(TASTES, _user_tastes(seed, index), strict=True)),
+    )
 
 
 def generate_sample(spark: SparkSession, size: SampleSize, seed: int) -> BronzeTables:
@@ -202,35 +218,64 @@ def _items(spark: SparkSession, size: SampleSize, seed: int) -> DataFrame:
 
 
 def _interactions(spark: SparkSession, size: SampleSize, seed: int) -> DataFrame:
-    row = F.col("id")
-    user = row % size.users
+    """Draws `size.interactions` rows and keeps each (user, item) pair's first draw, as a rating
+    log holds one rating per pair: fewer rows than drawn where heavy users exhaust a genre (a few
+    percent at the default size). Every row is a function of its draw number alone, so a larger
+    `interactions` gives a superset of a smaller one (what `reki refresh` ingests)."""
+    draws = spark.range(size.interactions).select(F.col("id").alias("draw"))
+    drawn = draws.select("draw", *_drawn_pair(seed, size, F.col("draw")))
+    first = drawn.groupBy("user", "item").agg(F.min("draw").alias("draw"))
+    rating = _rating(seed, size, F.col("user"), F.col("item"), F.col("draw"))
+    return first.select(
+        F.col("draw").alias("id"),
+        (F.col("user") + 1).cast("string").alias("user_id"),
+        (F.col("item") + 1).cast("string").alias("item_id"),
+        rating.cast("int").cast("string").alias("rating_text"),
+        _timestamp(seed, size, F.col("draw")).cast("long").cast("string").alias("ts_text"),
+    )
+
+
+def _drawn_pair(seed: int, size: SampleSize, draw: Column) -> tuple[Column, Column]:
+    """(user, item) of one draw. Activity is heavy-tailed (user = floor(U * u^ACTIVITY_SKEW): the
+    most active user draws about sqrt(U) times the mean, the least active half of it); the genre
+    follows the user's tastes; within a genre, item popularity follows Zipf's law (rank k drawn
+    with probability ~ 1 / (k + 1))."""
+    user = F.floor(F.lit(size.users) * F.pow(_uniform(seed, "user", draw), ACTIVITY_SKEW)).cast("long")
     favourite, second, disliked = _user_tastes(seed, user)
     n_genres = len(GENRE_NAMES)
-    choice = _uniform(seed, "choice", row)
+    choice = _uniform(seed, "choice", draw)
     genre = (
         F.when(choice < 0.45, favourite)
         .when(choice < 0.70, second)
         .when(choice < 0.78, disliked)
-        .otherwise(_index(seed, "any_genre", n_genres, row))
+        .otherwise(_index(seed, "any_genre", n_genres, draw))
     )
-    # Items of genre g are g, g + G, g + 2G, ...; the user's k-th pick walks its genre from a
-    # per-user offset with a prime stride, so a user meets each item at most once (until the
-    # genre is exhausted), as in rating datasets.
-    items_in_genre = F.floor((F.lit(size.items - 1) - genre) / n_genres) + 1
-    nth_pick = F.floor(row / size.users).cast("long")
-    offset = F.pmod(F.xxhash64(F.lit(seed), F.lit("offset"), user, genre), items_in_genre)
-    rank = F.pmod(offset + nth_pick * F.lit(PRIME_STRIDE), items_in_genre)
-    item = genre + rank * n_genres
+    # Items of genre g are g, g + G, g + 2G, ...; its item of rank k is g + k G.
+    rank = F.least(_zipf_rank(seed, _items_in_genre(size, genre), draw), _items_in_genre(size, genre) - 1)
+    return user.alias("user"), (genre + rank * n_genres).alias("item")
+
+
+def _items_in_genre(size: SampleSize, genre: Column) -> Column:
+    return F.floor((F.lit(size.items - 1) - genre) / len(GENRE_NAMES)) + 1
+
+
+def _zipf_rank(seed: int, count: Column, draw: Column) -> Column:
+    """A rank in [0, count) with P(k) = log((k + 2) / (k + 1)) / log(count + 1), Zipf's 1 / k."""
+    return (F.floor(F.exp(_uniform(seed, "rank", draw) * F.log(count + 1))) - 1).cast("long")
+
+
+def _rating(seed: int, size: SampleSize, user: Column, item: Column, draw: Column) -> Column:
+    """Taste, popularity, the item's own quality and noise, on the 1-5 scale."""
+    favourite, second, disliked = _user_tastes(seed, user)
+    genre = item % len(GENRE_NAMES)
     affinity = F.when(genre == favourite, 1.3).when(genre == second, 0.8).when(genre == disliked, -1.6).otherwise(-0.2)
-    quality = (_uniform(seed, "quality", item) - 0.5) * 1.6
-    noise = (_uniform(seed, "noise", row) - 0.5) * 2.0
-    rating = F.greatest(F.lit(1), F.least(F.lit(5), F.round(F.lit(3.0) + affinity + quality + noise)))
-    # Each user's rows arrive in id order, one day apart plus a jitter within the day.
-    ts = F.lit(EPOCH_START) + nth_pick * DAY + _index(seed, "time", DAY - 1, row)
-    return spark.range(size.interactions).select(
-        "id",
-        (user + 1).cast("string").alias("user_id"),
-        (item + 1).cast("string").alias("item_id"),
-        rating.cast("int").cast("string").alias("rating_text"),
-        ts.cast("long").cast("string").alias("ts_text"),
-    )
+    rank_share = F.floor(item / len(GENRE_NAMES)) / _items_in_genre(size, genre)
+    popularity = (0.5 - rank_share) * POPULARITY_WEIGHT
+    quality = (_uniform(seed, "quality", item) - 0.5) * 1.2
+    noise = (_uniform(seed, "noise", draw) - 0.5) * 2.0
+    return F.greatest(F.lit(1), F.least(F.lit(5), F.round(F.lit(3.0) + affinity + popularity + quality + noise)))
+
+
+def _timestamp(seed: int, size: SampleSize, draw: Column) -> Column:
+    """Draws come in rounds of one per user on average, a day per round, at a random second."""
+    return F.lit(EPOCH_START) + F.floor(draw / size.users) * DAY + _index(seed, "time", DAY - 1, draw)

@@ -6,7 +6,7 @@ import pytest
 from pyspark.sql import functions as F
 
 from reki_spark.data.ingest import ingest
-from reki_spark.data.sample import GENRE_NAMES
+from reki_spark.data.sample import GENRE_NAMES, planted_tastes
 from reki_spark.features import build_features
 from reki_spark.lake import (
     INTERACTIONS,
@@ -38,7 +38,10 @@ def test_sample_sizes_and_attributes(sample_lake):
     _, lake = sample_lake
     assert lake.read(USERS).count() == 150
     assert lake.read(ITEMS).count() == 120
-    assert lake.read(INTERACTIONS).count() == 6000
+    interactions = lake.read(INTERACTIONS)
+    # 6,000 draws, each (user, item) pair kept once: heavy users exhaust this small catalogue.
+    assert 3000 < interactions.count() <= 6000
+    assert interactions.count() == interactions.select("user_id", "item_id").distinct().count()
     user = lake.read(USERS).first()
     assert user["gender"] in {"F", "M"} and user["age"] and user["occupation"]
     items = lake.read(ITEMS).collect()
@@ -69,6 +72,27 @@ def test_item_genre_carries_rating_signal(sample_lake):
     top_mean = top.agg(F.avg("mean")).first()[0]
     overall = lake.read(INTERACTIONS).agg(F.avg("rating")).first()[0]
     assert top_mean > overall + 0.5
+
+
+def test_sample_activity_and_popularity_are_skewed(sample_lake):
+    """Heavy-tailed activity and Zipf popularity: the busiest user and the most watched item stand
+    far above the median ones (uniform draws gave about 1.5x)."""
+    _, lake = sample_lake
+    for key in ("user_id", "item_id"):
+        counts = sorted(r["count"] for r in lake.read(INTERACTIONS).groupBy(key).count().collect())
+        assert counts[-1] > 4 * counts[len(counts) // 2], (key, counts[-1], counts[len(counts) // 2])
+
+
+def test_planted_tastes_are_what_users_watch_and_like(sample_lake):
+    """planted_tastes names the genres the generator planted: users watch their favourite genre
+    most and rate it above their disliked one."""
+    config, lake = sample_lake
+    genre = lake.read(ITEMS).select("item_id", F.col("categories")[0].alias("genre"))
+    rated = planted_tastes(lake.read(INTERACTIONS).join(genre, "item_id"), config.seed)
+    favourite = rated.where(F.col("genre") == F.col("favourite"))
+    disliked = rated.where(F.col("genre") == F.col("disliked"))
+    assert favourite.count() > 3 * disliked.count()
+    assert favourite.agg(F.avg("rating")).first()[0] > disliked.agg(F.avg("rating")).first()[0] + 2
 
 
 def test_features_tables_and_invariants(sample_lake):
