@@ -188,10 +188,13 @@ class CtrModel(nn.Module):
         knowledge: KnowledgeTables | None = None,
         hein: HeinSettings = DEFAULT_HEIN,
         sparse_ids: bool = False,
+        user_id: bool = True,
     ) -> None:
         super().__init__()
         self.schema = schema
         self.embedding_dim = embedding_dim
+        # Fields the model leaves out (no table, no input): the user id when `user_id` is false.
+        self.dropped_fields = set() if user_id else {schema.user_field}
         # sparse_ids: the user and item tables (the ones that grow with the data) get sparse
         # gradients, the looked-up rows only (training/optim.py); the small fields stay dense.
         sparse = {schema.user_field, schema.item_field} if sparse_ids else set()
@@ -199,6 +202,7 @@ class CtrModel(nn.Module):
             {
                 name: nn.Embedding(size, embedding_dim, padding_idx=0, sparse=name in sparse)
                 for name, size in schema.fields.items()
+                if name not in self.dropped_fields
             }
         )
         # Small initial embeddings (as FuxiCTR does): an id never seen in training, such as a user
@@ -210,11 +214,17 @@ class CtrModel(nn.Module):
 
     @property
     def field_names(self) -> list[str]:
-        return [name for name in self.schema.fields if name != RATING_FIELD]
+        return [name for name in self.schema.fields if name != RATING_FIELD and name not in self.dropped_fields]
 
     def field_embeddings(self, batch: Batch) -> torch.Tensor:
         """(batch, fields, dim)"""
         return torch.stack([pooled(self.embeddings[name], batch[name]) for name in self.field_names], dim=1)
+
+    def target(self, batch: Batch) -> torch.Tensor:
+        """The target item as a history item is represented (its id plus its pooled categories), so
+        that attention compares like with like: DIN's query is goods id and category together."""
+        embedded = self.embeddings[self.schema.item_field](batch[self.schema.item_field])
+        return embedded + pooled(self.embeddings[self.schema.category_field], batch[self.schema.category_field])
 
     def history(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """History item representations (batch, length, dim) and their mask (batch, length): the

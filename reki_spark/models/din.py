@@ -26,7 +26,7 @@ class Din(CtrModel):
         self.head = mlp([width, *hidden, 1], dropout, last_activation=False)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        target = self.embeddings[self.schema.item_field](batch[self.schema.item_field])
+        target = self.target(batch)
         history, mask = self.history(batch)
         query = target.unsqueeze(1).expand_as(history)
         scores = self.attention(torch.cat([query, history, query - history, query * history], dim=-1)).squeeze(-1)

@@ -117,6 +117,33 @@ def test_ctr_backbones_train_a_step(name, with_knowledge):
 
 
 @pytest.mark.parametrize("name", sorted(CTR_MODELS))
+def test_without_the_user_id_field_scores_ignore_the_user_id(name):
+    torch.manual_seed(0)
+    schema = CtrSchema(fields={field: 10 for field in CTR_FIELDS})
+    model = CTR_MODELS[name](schema, embedding_dim=32, user_id=False).eval()
+    assert schema.user_field not in model.embeddings and schema.user_field not in model.field_names
+    batch = _ctr_batch()
+    other_users = batch | {schema.user_field: (batch[schema.user_field] % 9) + 1}
+    assert not torch.equal(other_users[schema.user_field], batch[schema.user_field])
+    with torch.no_grad():
+        assert torch.equal(model(batch), model(other_users))
+
+
+def test_dins_query_carries_the_target_items_categories():
+    """DIN's attention compares the target with history items as both are represented (id plus
+    categories): a target whose categories change scores differently, its id unchanged."""
+    torch.manual_seed(0)
+    schema = CtrSchema(fields={field: 10 for field in CTR_FIELDS})
+    model = CTR_MODELS["din"](schema, embedding_dim=32).eval()
+    batch = _ctr_batch()
+    item, categories = (model.embeddings[f](batch[f]) for f in (schema.item_field, schema.category_field))
+    with torch.no_grad():
+        assert torch.allclose(model.target(batch), item + categories)
+        recategorised = batch | {schema.category_field: (batch[schema.category_field] % 9) + 1}
+        assert not torch.allclose(model.target(recategorised), model.target(batch))
+
+
+@pytest.mark.parametrize("name", sorted(CTR_MODELS))
 def test_serving_copy_scores_like_the_trained_model_without_running_hein(name):
     torch.manual_seed(0)
     schema = CtrSchema(fields={field: 10 for field in CTR_FIELDS})
