@@ -26,6 +26,7 @@ class LlamaCppBackend:
             messages=[{"role": "system", "content": system}, {"role": "user", "content": prompt}],
             max_tokens=self.settings.max_tokens,
             temperature=temperature,
+            repeat_penalty=self.settings.repetition_penalty,
             seed=seed,
         )
         usage = result["usage"]

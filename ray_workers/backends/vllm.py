@@ -55,6 +55,7 @@ def build(settings: LlmConfig, bundle: dict[str, float], sampling_seed: int) -> 
             "sampling_params": {
                 "temperature": settings.temperature,
                 "max_tokens": settings.max_tokens,
+                "repetition_penalty": settings.repetition_penalty,
                 "seed": sampling_seed,
             },
         }
