@@ -16,11 +16,12 @@ def start_ray(settings: RayConfig) -> None:
     if not ray.is_initialized():
         # Workers' own output reaches the console only in verbose runs.
         quiet = {"logging_level": "WARNING", "log_to_driver": console.verbose()}
-        if settings.address is not None or "RAY_ADDRESS" in os.environ:
-            ray.init(address=settings.address, **quiet)
-        else:
-            # "local" always starts a private Ray, never one left behind by `ray start` on this host.
-            ray.init(address="local", num_cpus=settings.num_cpus, include_dashboard=False, **quiet)
+        with console.without_stderr_line(console.RAY_LOG_LEVEL_NOTICE):
+            if settings.address is not None or "RAY_ADDRESS" in os.environ:
+                ray.init(address=settings.address, **quiet)
+            else:
+                # "local" always starts a private Ray, never one left behind by `ray start` on this host.
+                ray.init(address="local", num_cpus=settings.num_cpus, include_dashboard=False, **quiet)
     # The stages print their own progress (per prompt / per text) instead of Ray Data's bars.
     DataContext.get_current().enable_progress_bars = False
     console.quiet_ray_data()

@@ -78,11 +78,11 @@ def cmd_run(config: RekiConfig, args: argparse.Namespace) -> None:
     stages = _pipeline_stages(args.stages)
     spark = get_spark(config)
     for name in stages:
+        if name == stages[-1] and args.stages is None:  # the whole pipeline: what it left, before the report
+            tables = Lake(spark, config.lake).table_names()
+            print(f"lake: {len(tables)} Delta tables under {config.lake} (`reki tables` lists them)")
         print(f"== {name}")
         run_stage(name, config, spark)
-    if args.stages is None:  # the whole pipeline: what it left (`reki tables` lists them any time)
-        print(f"== tables under {config.lake}")
-        _print_tables(spark, config, as_json=False)
 
 
 def _pipeline_stages(chosen: str | None) -> list[str]:

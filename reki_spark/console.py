@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,8 @@ QUIET_ENVIRONMENT = {
     # reaches the stage as a Python exception, and --verbose shows them all.
     "RAY_BACKEND_LOG_LEVEL": "fatal",
 }
+# ...which Ray's C++ layer acknowledges on stderr, unconditionally, when the driver connects.
+RAY_LOG_LEVEL_NOTICE = "Set ray log level from environment variable RAY_BACKEND_LOG_LEVEL"
 
 
 def verbose() -> bool:
@@ -41,6 +47,30 @@ def configure(loud: bool) -> None:
     if not loud:
         for name, value in QUIET_ENVIRONMENT.items():
             os.environ.setdefault(name, value)
+
+
+@contextmanager
+def without_stderr_line(notice: str) -> Iterator[None]:
+    """Holds back the stderr lines (of this process and its C++ libraries alike: file descriptor
+    2) that contain `notice` while the block runs, in quiet runs; every other line is written
+    out after it, in order."""
+    if verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(True) if notice not in line]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
 
 
 def progress(total: int, desc: str, unit: str) -> Any:

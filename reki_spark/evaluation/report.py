@@ -152,6 +152,29 @@ def _verdict(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+def headline(summary: pd.DataFrame) -> str:
+    """One line: the best learned model of the first task against MostPop, and the knowledge
+    setting of that backbone against its `none`."""
+    primary = summary[summary["metric"] == summary["task"].map(PRIMARY)]
+    task = next(task for task in PRIMARY if task in set(primary["task"]))
+    rows = primary[primary["task"] == task]
+    learned = rows[rows["model"] != MOSTPOP]
+    if learned.empty:
+        return f"{task}: only MostPop trained"
+    best = learned.loc[learned["mean"].idxmax()]
+    line = f"best {task} model {best['model']} ({best['knowledge']}): {best['metric']} {best['mean']:.4f}"
+    if not math.isnan(best["vs_mostpop"]):
+        mostpop = rows[rows["model"] == MOSTPOP]["mean"].iloc[0]
+        line += f" = {best['vs_mostpop']:.2f} x MostPop ({mostpop:.4f})"
+    compared = comparisons(summary)
+    own = compared[(compared["task"] == task) & (compared["model"] == best["model"])] if len(compared) else compared
+    for _, row in own.iterrows():
+        result: Comparison = row["comparison"]
+        test = "one seed: no test" if math.isnan(result.p_value) else f"p = {result.p_value:.3g}: {result.verdict}"
+        line += f"; {row['knowledge']} vs none {result.difference:+.4f} ({test})"
+    return line
+
+
 def _controls(knowledge: str, settings: set[str]) -> list[str]:
     """The controls that carry a collective set's own groups: `collective` and any set extracted on
     the same clusters (`collective_<llm>`) share `shuffled`/`cluster_only`; a set on groups of its
@@ -278,11 +301,14 @@ def write_report(spark: SparkSession, config: RekiConfig) -> str:
     with tempfile.TemporaryDirectory(prefix="reki-report-") as scratch:
         chart = Path(scratch) / "comparison.png"
         write_chart(summary, chart)
+        summary_line = headline(summary)
         lines = [
             f"# REKI report: {config.dataset.name}",
             "",
             f"Knowledge mode `{config.knowledge.mode}`, LLM `{config.llm.backend}` "
             f"({config.llm.model or 'SmolLM2-135M-Instruct Q4_1'}), encoder `{config.encoder.model}`.",
+            "",
+            f"**In one line**: {summary_line}.",
             "",
         ]
         lines += [
@@ -310,4 +336,5 @@ def write_report(spark: SparkSession, config: RekiConfig) -> str:
             storage.write_bytes(storage.join(config.output, written.name), written.read_bytes())
     location = storage.join(config.output, report.name)
     print(f"report: {location}")
+    print(f"summary: {summary_line}")
     return location

@@ -91,3 +91,8 @@ def test_the_whole_pipeline_runs_within_a_one_megabyte_driver_budget(tmp_path):
     assert "No Partition Defined for Window" not in console
     assert "constructor arguments in the object store" not in console
     assert "\r" not in console
+    assert "Set ray log level" not in console  # Ray's notice of that quiet setting, held back too
+    # `reki run` ends with the report and its one-line summary, in a screenful (the demo's promise).
+    run = result.stdout.split("== reki run\n", 1)[1].split("== reki export", 1)[0].splitlines()
+    assert run[-2].startswith("report: ") and run[-1].startswith("summary: best ctr model din"), run[-3:]
+    assert len(run) <= 40, run

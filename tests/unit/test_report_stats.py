@@ -104,3 +104,15 @@ def test_a_collective_set_on_its_own_groups_is_held_to_its_own_controls():
     line = _llm_verdict(summarize(_ctr_records(means)))[1]
     assert "vs `cluster_only_smollm2` +0.0200" in line and "vs `shuffled_smollm2`: not trained" in line
     assert "vs `cluster_only` " not in line and line.endswith("(it must beat both controls at p < 0.05).")
+
+
+def test_the_headline_names_the_best_model_its_ratio_to_mostpop_and_the_knowledge_test():
+    from reki_spark.evaluation.report import headline
+
+    records = _ctr_records({"none": 0.70, "collective": 0.75})
+    records += [{"task": "ctr", "model": "mostpop", "knowledge": "none", "seed": 1, "auc": 0.60, "logloss": 0.6}]
+    line = headline(summarize(records))
+    assert line.startswith("best ctr model din (collective): auc 0.7503 = 1.25 x MostPop (0.6000)")
+    assert "collective vs none +0.0500 (p = " in line and line.endswith(": better)")
+    one_seed = [r for r in records if r["seed"] == 1]
+    assert headline(summarize(one_seed)).endswith("collective vs none +0.0500 (one seed: no test)")
