@@ -1,0 +1,109 @@
+"""The whole infusion path carries a real signal: on the sample, whose users have planted tastes,
+answers that state each group's planted taste in words (imported as a team would import a batch
+API's answers) make DIN better on users it never trained on, and the same answers shuffled among
+the groups do not. Every link runs for real: ingest, the product's clustering, import, the
+encoder, HEIN, the backbone, the evaluation; a link that drops the signal fails the test."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from reki_spark.data.ingest import ingest
+from reki_spark.data.sample import planted_tastes
+from reki_spark.evaluation.report import welch
+from reki_spark.features import build_features
+from reki_spark.knowledge.clustering import cluster_entities
+from reki_spark.knowledge.importing import ANSWERS_FILE, GROUPS_FILE, import_knowledge
+from reki_spark.lake import ITEM_CLUSTERS, ITEMS, USER_CLUSTERS, USERS, Lake
+from reki_spark.training.train import train
+
+pytestmark = pytest.mark.integration
+MODEL = "planted-tastes"
+SEEDS = [1, 2, 3, 4, 5]
+PLANTED = [
+    "dataset.sample.users=2000",
+    "dataset.sample.items=240",
+    "dataset.sample.interactions=60000",
+    "features.split={train: 0.6, valid: 0.2, test: 0.2}",
+    "features.history_length=1",
+    "clustering.item_cluster_size=20",
+    "clustering.user_cluster_size=40",
+    "llm.backend=imported",
+    f"llm.model={MODEL}",
+    'training.models=["din"]',
+    'training.knowledge=["none", "collective", "shuffled"]',
+    f"training.seeds={json.dumps(SEEDS)}",
+    "training.epochs=30",
+    "training.patience=4",
+    "training.learning_rate=0.01",
+    "training.din.user_id=false",
+]
+SAYS = {
+    "item": "These are {genre} movies.",
+    "positive": "These viewers love {favourite} movies.",
+    "negative": "These viewers dislike {disliked} movies.",
+}
+
+
+def _majority(members: DataFrame, group: str, *tastes: str) -> dict[str, dict[str, str]]:
+    """Each group's most common value of every taste column among its members."""
+    counted: dict[str, dict[str, Counter]] = {}
+    for row in members.select(group, *tastes).collect():
+        per_taste = counted.setdefault(row[group], {taste: Counter() for taste in tastes})
+        for taste in tastes:
+            per_taste[taste][row[taste]] += 1
+    return {g: {t: c.most_common(1)[0][0] for t, c in per.items()} for g, per in counted.items()}
+
+
+def _write_planted_answers(lake: Lake, seed: int, folder: Path) -> None:
+    """groups.csv from the product's own clusters; answers.jsonl: each group's planted taste."""
+    items = lake.read(ITEM_CLUSTERS).join(
+        lake.read(ITEMS).select("item_id", F.col("categories")[0].alias("genre")), "item_id"
+    )
+    users = planted_tastes(lake.read(USER_CLUSTERS).join(lake.read(USERS).select("user_id"), "user_id"), seed)
+    groups = [("item", "item", r["item_id"], r["cluster_id"]) for r in items.collect()]
+    groups += [("user", r["view"], r["user_id"], r["cluster_id"]) for r in users.collect()]
+    folder.mkdir(parents=True)
+    (folder / GROUPS_FILE).write_text(
+        "entity_type,view,entity_id,group_id\n" + "".join(",".join(g) + "\n" for g in groups)
+    )
+    answers = [
+        ("item", "item", g, SAYS["item"].format(**t)) for g, t in _majority(items, "cluster_id", "genre").items()
+    ]
+    for view in ("positive", "negative"):
+        tastes = _majority(users.where(F.col("view") == view), "cluster_id", "favourite", "second", "disliked")
+        answers += [("user", view, g, SAYS[view].format(**t)) for g, t in tastes.items()]
+    (folder / ANSWERS_FILE).write_text(
+        "".join(
+            json.dumps({"entity_type": e, "view": v, "group_id": g, "text": text, "model": MODEL}) + "\n"
+            for e, v, g, text in answers
+        )
+    )
+
+
+def test_planted_tastes_reach_the_scores_and_shuffled_answers_do_not(spark, make_config, ray_local, tmp_path):
+    from ray_workers.encode import encode
+
+    config = make_config(*PLANTED, f"knowledge.imported.path={tmp_path / 'answers'}")
+    ingest(spark, config)
+    build_features(spark, config)
+    cluster_entities(spark, config)
+    _write_planted_answers(Lake(spark, config.lake), config.seed, tmp_path / "answers")
+    import_knowledge(spark, config)
+    assert encode(config).complete
+    records = train(spark, config)
+    auc = {
+        k: [r["auc"] for r in records if r["knowledge"] == k and r["model"] == "din"]
+        for k in ("none", "collective", "shuffled")
+    }
+    assert all(len(values) == len(SEEDS) for values in auc.values()), auc
+    collective, shuffled = welch(auc["collective"], auc["none"]), welch(auc["shuffled"], auc["none"])
+    print(f"collective vs none {collective}; shuffled vs none {shuffled}")
+    assert collective.difference > 0 and collective.p_value < 0.05, auc
+    assert not (shuffled.difference > 0 and shuffled.p_value < 0.05), auc
