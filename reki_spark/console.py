@@ -53,15 +53,16 @@ def configure(loud: bool) -> None:
 def without_stderr_line(notice: str) -> Iterator[None]:
     """Holds back the stderr lines (of this process and its C++ libraries alike: file descriptor
     2) that contain `notice` while the block runs, in quiet runs; every other line is written
-    out after it, in order."""
-    if verbose():
+    out after it, in order. Not with RAY_LOG_TO_STDERR=1: the processes Ray starts meanwhile would
+    keep writing their logs into the held file for their whole lives."""
+    if verbose() or os.environ.get("RAY_LOG_TO_STDERR") == "1":
         yield
         return
     sys.stderr.flush()
-    saved = os.dup(2)
     with tempfile.TemporaryFile() as held:
-        os.dup2(held.fileno(), 2)
+        saved = os.dup(2)
         try:
+            os.dup2(held.fileno(), 2)
             yield
         finally:
             sys.stderr.flush()

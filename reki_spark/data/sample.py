@@ -219,9 +219,9 @@ def _items(spark: SparkSession, size: SampleSize, seed: int) -> DataFrame:
 
 def _interactions(spark: SparkSession, size: SampleSize, seed: int) -> DataFrame:
     """Draws `size.interactions` rows and keeps each (user, item) pair's first draw, as a rating
-    log holds one rating per pair: fewer rows than drawn where heavy users exhaust a genre (a few
-    percent at the default size). Every row is a function of its draw number alone, so a larger
-    `interactions` gives a superset of a smaller one (what `reki refresh` ingests)."""
+    log holds one rating per pair: fewer rows than drawn where users meet a popular item again
+    (72,872 of 100,000 at the default size). Every row is a function of its draw number alone, so
+    a larger `interactions` gives a superset of a smaller one (what `reki refresh` ingests)."""
     draws = spark.range(size.interactions).select(F.col("id").alias("draw"))
     drawn = draws.select("draw", *_drawn_pair(seed, size, F.col("draw")))
     first = drawn.groupBy("user", "item").agg(F.min("draw").alias("draw"))

@@ -158,9 +158,9 @@ def headline(summary: pd.DataFrame) -> str:
     primary = summary[summary["metric"] == summary["task"].map(PRIMARY)]
     task = next(task for task in PRIMARY if task in set(primary["task"]))
     rows = primary[primary["task"] == task]
-    learned = rows[rows["model"] != MOSTPOP]
+    learned = rows[rows["model"] != MOSTPOP].dropna(subset=["mean"])
     if learned.empty:
-        return f"{task}: only MostPop trained"
+        return f"{task}: no learned model has a {PRIMARY[task]} value (MostPop only)"
     best = learned.loc[learned["mean"].idxmax()]
     line = f"best {task} model {best['model']} ({best['knowledge']}): {best['metric']} {best['mean']:.4f}"
     if not math.isnan(best["vs_mostpop"]):

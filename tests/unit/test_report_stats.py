@@ -116,3 +116,11 @@ def test_the_headline_names_the_best_model_its_ratio_to_mostpop_and_the_knowledg
     assert "collective vs none +0.0500 (p = " in line and line.endswith(": better)")
     one_seed = [r for r in records if r["seed"] == 1]
     assert headline(summarize(one_seed)).endswith("collective vs none +0.0500 (one seed: no test)")
+
+
+def test_the_headline_of_runs_without_a_value_says_so_instead_of_failing():
+    from reki_spark.evaluation.report import headline
+
+    records = [{"task": "ctr", "model": "din", "knowledge": "none", "seed": 1, "auc": math.nan, "logloss": 0.5}]
+    records += [{"task": "ctr", "model": "mostpop", "knowledge": "none", "seed": 1, "auc": 0.6, "logloss": 0.6}]
+    assert headline(summarize(records)) == "ctr: no learned model has a auc value (MostPop only)"
