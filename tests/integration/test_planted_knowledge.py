@@ -51,21 +51,41 @@ SAYS = {
 }
 
 
-def _majority(members: DataFrame, group: str, *tastes: str) -> dict[str, dict[str, str]]:
-    """Each group's most common value of every taste column among its members."""
+def _tally(members: DataFrame, group: str, *tastes: str) -> dict[str, dict[str, Counter]]:
+    """How many members of each group hold each value of every taste column."""
     counted: dict[str, dict[str, Counter]] = {}
     for row in members.select(group, *tastes).collect():
         per_taste = counted.setdefault(row[group], {taste: Counter() for taste in tastes})
         for taste in tastes:
             per_taste[taste][row[taste]] += 1
+    return counted
+
+
+def _majority(members: DataFrame, group: str, *tastes: str) -> dict[str, dict[str, str]]:
+    """Each group's most common value of every taste column among its members."""
+    counted = _tally(members, group, *tastes)
     return {g: {t: c.most_common(1)[0][0] for t, c in per.items()} for g, per in counted.items()}
+
+
+def _purity(members: DataFrame, group: str, taste: str) -> tuple[float, float]:
+    """The share of members who hold their group's majority `taste`, and the same share were all
+    members one group (what clusters blind to the taste would give)."""
+    counts = [per[taste] for per in _tally(members, group, taste).values()]
+    total = sum(c.total() for c in counts)
+    overall = sum(counts, Counter())
+    return sum(c.most_common(1)[0][1] for c in counts) / total, overall.most_common(1)[0][1] / total
+
+
+def _item_genres(lake: Lake) -> DataFrame:
+    """Each item's cluster and its planted genre."""
+    return lake.read(ITEM_CLUSTERS).join(
+        lake.read(ITEMS).select("item_id", F.col("categories")[0].alias("genre")), "item_id"
+    )
 
 
 def _write_planted_answers(lake: Lake, seed: int, folder: Path) -> None:
     """groups.csv from the product's own clusters; answers.jsonl: each group's planted taste."""
-    items = lake.read(ITEM_CLUSTERS).join(
-        lake.read(ITEMS).select("item_id", F.col("categories")[0].alias("genre")), "item_id"
-    )
+    items = _item_genres(lake)
     users = planted_tastes(lake.read(USER_CLUSTERS).join(lake.read(USERS).select("user_id"), "user_id"), seed)
     groups = [("item", "item", r["item_id"], r["cluster_id"]) for r in items.collect()]
     groups += [("user", r["view"], r["user_id"], r["cluster_id"]) for r in users.collect()]
@@ -94,7 +114,15 @@ def test_planted_tastes_reach_the_scores_and_shuffled_answers_do_not(spark, make
     ingest(spark, config)
     build_features(spark, config)
     cluster_entities(spark, config)
-    _write_planted_answers(Lake(spark, config.lake), config.seed, tmp_path / "answers")
+    lake = Lake(spark, config.lake)
+    # The product's clusters of prompt windows follow the planted tastes (issue 29 item 1): each
+    # group's members mostly share the genre they watch and like, or the item genre.
+    users = planted_tastes(lake.read(USER_CLUSTERS).where(F.col("view") == "positive"), config.seed)
+    user_purity, user_blind = _purity(users, "cluster_id", "favourite")
+    item_purity, item_blind = _purity(_item_genres(lake), "cluster_id", "genre")
+    print(f"purity: users {user_purity:.2f} (blind {user_blind:.2f}), items {item_purity:.2f} (blind {item_blind:.2f})")
+    assert user_purity > user_blind + 0.2 and item_purity > item_blind + 0.3
+    _write_planted_answers(lake, config.seed, tmp_path / "answers")
     import_knowledge(spark, config)
     assert encode(config).complete
     records = train(spark, config)
