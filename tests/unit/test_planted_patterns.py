@@ -14,12 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import torch.distributed as dist
+from torch import nn
 
 from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, SeqSchema
 from reki_spark.models.base import CTR_FIELDS, RATING_FIELD
 from reki_spark.training.data import KEYED_BY_CLUSTER, KnowledgeArrays
 from reki_spark.training.feeding import SplitFiles, ctr_batch
-from reki_spark.training.loop import MOSTPOP, TrainJob, build_model, train_worker
+from reki_spark.training.loop import MOSTPOP, TrainJob, build_model, distributed, train_worker
 from tests.loopback import free_port
 
 ITEMS, USERS, LENGTH = 40, 400, 12
@@ -280,3 +282,14 @@ def test_ddp_on_gloo_all_reduces_the_sparse_gradients(tmp_path):
     checksums = records[0]["replica_checksums"]
     assert len(checksums) == 2 and checksums[0] == checksums[1]
     assert records[0]["auc"] >= 0.8
+
+
+def test_ddp_does_not_rebroadcast_the_constant_knowledge_tables():
+    """Knowledge vectors are buffers every rank builds alike: DDP must not send them every step."""
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{free_port()}", rank=0, world_size=1)
+    try:
+        model = nn.Linear(2, 1)
+        model.register_buffer("item_vectors", torch.ones(4, 3))
+        assert distributed(model, torch.device("cpu")).broadcast_buffers is False
+    finally:
+        dist.destroy_process_group()
