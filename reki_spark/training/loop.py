@@ -12,6 +12,7 @@ import ctypes.util
 import functools
 import math
 import os
+import posixpath
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -342,6 +343,16 @@ def _checkpoint_path(spec: ModelSpec) -> str:
     return storage.join(spec.checkpoint_dir, spec.name, "last.pt")
 
 
+def _best_path(spec: ModelSpec, epoch: int) -> str:
+    """The best epoch's weights alone, apart from the checkpoint's optimizer state (export and
+    re-scoring load only this). Named by epoch: a crash between it and `last.pt` leaves the
+    checkpoint's own best file in place."""
+    return storage.join(spec.checkpoint_dir, spec.name, f"{BEST_PREFIX}{epoch}.pt")
+
+
+BEST_PREFIX = "best-epoch"
+
+
 # Buffers of checkpoints written before knowledge rows travelled with the examples: the model then
 # held per-entity maps to the same cluster rows (cluster ids in sorted order, as `ClusterRows`).
 LEGACY_BUFFERS = ("adapter.knowledge.item_rows", "adapter.knowledge.user_rows")
@@ -351,22 +362,25 @@ def _loadable(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name: value for name, value in state.items() if not name.endswith(LEGACY_BUFFERS)}
 
 
-def _load_checkpoint(path: str) -> dict[str, Any]:
-    saved = storage.load_torch(path)
-    assert isinstance(saved, dict), path
-    saved["model"] = _loadable(saved["model"])
-    saved["state"]["best_state"] = _loadable(saved["state"]["best_state"])
-    return saved
+def _load_weights(path: str) -> dict[str, torch.Tensor]:
+    weights = storage.load_torch(path)
+    assert isinstance(weights, dict), path
+    return _loadable(weights)
 
 
 def _resume(job: TrainJob, model: nn.Module, optimizer: RunOptimizer) -> dict[str, Any]:
     path = _checkpoint_path(job)
     if storage.exists(path):
-        saved = _load_checkpoint(path)
-        model.load_state_dict(saved["model"])
+        saved = storage.load_torch(path)
+        assert isinstance(saved, dict), path
+        model.load_state_dict(_loadable(saved["model"]))
         optimizer.load_state_dict(saved)
-        print(f"[{job.name}] resuming after epoch {saved['state']['epoch']}", flush=True)
-        return saved["state"]
+        state = saved["state"]
+        # Checkpoints written before the best weights had a file of their own carry them inline.
+        best = state.get("best_state") or _load_weights(_best_path(job, state["best_epoch"]))
+        state["best_state"] = _loadable(best)
+        print(f"[{job.name}] resuming after epoch {state['epoch']}", flush=True)
+        return state
     return {
         "epoch": 0,
         "steps": 0,
@@ -380,21 +394,32 @@ def _resume(job: TrainJob, model: nn.Module, optimizer: RunOptimizer) -> dict[st
 
 
 def _save(job: TrainJob, model: nn.Module, optimizer: RunOptimizer, state: dict[str, Any]) -> None:
-    # Written whole (storage.write_bytes): a crash never leaves a half-written checkpoint, and a
-    # rank restarted on another node finds it on the shared store.
-    storage.save_torch({"model": model.state_dict(), **optimizer.state_dict(), "state": state}, _checkpoint_path(job))
+    """The best weights (when they changed) and then the checkpoint: model, optimizers and the
+    run's state, without the best weights. Each is written whole (storage.write_bytes): a crash
+    never leaves half a file, and a rank restarted on another node finds them on the shared store.
+    Best files of earlier epochs go only once the checkpoint no longer names them."""
+    best = state["best_epoch"]
+    if state.get("best_saved") != best:
+        storage.save_torch(state["best_state"], _best_path(job, best))
+        state["best_saved"] = best
+    kept = {k: v for k, v in state.items() if k != "best_state"}
+    storage.save_torch({"model": model.state_dict(), **optimizer.state_dict(), "state": kept}, _checkpoint_path(job))
+    current = _best_path(job, best)
+    for stale in storage.list_files(storage.join(job.checkpoint_dir, job.name), ".pt"):
+        if posixpath.basename(stale).startswith(BEST_PREFIX) and stale != current:
+            storage.delete_tree(stale)
 
 
 def best_model(spec: ModelSpec) -> nn.Module:
-    """The best epoch's model of a finished run, from its checkpoint (MostPop has none)."""
+    """The best epoch's model of a finished run, from its weights file alone (MostPop has none)."""
     if spec.model == MOSTPOP:
         return build_model(spec)
-    path = _checkpoint_path(spec)
-    if not storage.exists(path):
-        raise FileNotFoundError(f"no checkpoint for {spec.name} under {spec.checkpoint_dir}: run `reki train` first")
-    saved = _load_checkpoint(path)
+    folder = storage.join(spec.checkpoint_dir, spec.name)
+    best = [f for f in storage.list_files(folder, ".pt") if posixpath.basename(f).startswith(BEST_PREFIX)]
+    if len(best) != 1:
+        raise FileNotFoundError(f"no finished run {spec.name} under {spec.checkpoint_dir}: run `reki train` first")
     model = build_model(spec)
-    model.load_state_dict(saved["state"]["best_state"])
+    model.load_state_dict(_load_weights(best[0]))
     return model
 
 

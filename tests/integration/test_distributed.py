@@ -269,7 +269,7 @@ def test_the_pipeline_on_a_multi_worker_cluster_that_shares_only_object_storage(
         assert len(trained["rank_steps"]) == 2 and min(trained["rank_steps"]) > 0  # both ranks had rows
         assert len(set(trained["replica_checksums"])) == 1  # the two ranks stayed in sync
         checkpoints = storage.list_files(f"{OUTPUT}/checkpoints/ctr-din-collective-seed1", ".pt")
-        assert [Path(c).name for c in checkpoints] == ["last.pt"]
+        assert [Path(c).name for c in checkpoints] == ["best-epoch1.pt", "last.pt"]
         assert "| din |" in storage.read_text(f"{OUTPUT}/report.md")
 
         # Nothing the product wrote stayed on a machine's own disk, the driver's included; the

@@ -21,7 +21,7 @@ from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, SeqSchem
 from reki_spark.models.base import CTR_FIELDS, RATING_FIELD
 from reki_spark.training.data import KEYED_BY_CLUSTER, KnowledgeArrays
 from reki_spark.training.feeding import SplitFiles, ctr_batch
-from reki_spark.training.loop import MOSTPOP, TrainJob, build_model, distributed, train_worker
+from reki_spark.training.loop import MOSTPOP, TrainJob, best_model, build_model, distributed, train_worker
 from tests.loopback import free_port
 
 ITEMS, USERS, LENGTH = 40, 400, 12
@@ -293,3 +293,27 @@ def test_ddp_does_not_rebroadcast_the_constant_knowledge_tables():
         assert distributed(model, torch.device("cpu")).broadcast_buffers is False
     finally:
         dist.destroy_process_group()
+
+
+def test_the_best_weights_live_apart_from_the_optimizer_checkpoint(tmp_path):
+    """`last.pt` holds model, optimizer and state without the best weights; the best epoch's
+    weights alone are `best-epoch<N>.pt`, which export and re-scoring load, and which a resumed
+    run takes its best state from."""
+    job = _ctr_job("din", 3e-2, tmp_path)
+    job.epochs, job.patience = 4, 4
+    first = train_worker(job)
+    folder = Path(job.checkpoint_dir, job.name)
+    best_file = f"best-epoch{first['best_epoch']}.pt"
+    assert sorted(p.name for p in folder.iterdir()) == [best_file, "last.pt"]
+    checkpoint = torch.load(folder / "last.pt", weights_only=False)
+    assert "best_state" not in checkpoint["state"] and "optimizers" in checkpoint
+    weights = torch.load(folder / best_file)
+    assert weights.keys() == build_model(job).state_dict().keys()  # weights only
+    assert all(value.equal(weights[name]) for name, value in best_model(job).state_dict().items())
+    # An unfinished checkpoint resumes with its best state from that file, and trains on.
+    checkpoint["state"].update(finished=False, epoch=2)
+    torch.save(checkpoint, folder / "last.pt")
+    job.epochs, job.patience = 5, 5
+    resumed = train_worker(job)
+    assert resumed["epochs_trained"] == 5 and resumed["auc"] >= 0.8
+    assert len(list(folder.glob("best-epoch*.pt"))) == 1
