@@ -3,7 +3,9 @@ under `ray job submit`): vLLM needs numpy 2 and a newer Ray than the Spark/train
 hold (requirements/worker-*.txt), and that image has no JVM. Here the pending prompts are read
 with delta-rs, answered on Ray with the same backends, validation and retries as `reki extract`,
 and the answers and the run's ledger row are staged as Parquet parts under the lake's `_staging`
-folder and handed over. The Spark side merges them on its next `reki extract` (or `reki run`), as it
+folder and handed over (a second run before the Spark side merges them asks nothing again: handed-
+over answers count as answered). With `--encode` the answers are then encoded here too
+(ray_workers/worker_encode.py). The Spark side merges them on its next `reki extract` (or `reki run`), as it
 merges what a dead run staged, and then asks only what is still missing.
 
 Reads `prompts`, `knowledge`; stages `knowledge`, `ledger`."""
@@ -14,8 +16,10 @@ import argparse
 import hashlib
 import sys
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from ray_workers.backends import BackendUnavailable, model_id
 from ray_workers.delta_io import RsLake
@@ -31,10 +35,21 @@ from ray_workers.extract import (
     tally_answers,
 )
 from ray_workers.ray_session import start_ray
-from ray_workers.staging import INPUTS, RunFolder, StagedRows, handed_off_tallies, read_input, write_part
+from ray_workers.staging import (
+    INPUTS,
+    RunFolder,
+    StagedRows,
+    handed_off_tallies,
+    handed_over_parts,
+    read_input,
+    write_part,
+)
+from reki_spark import storage
 from reki_spark.config import RekiConfig, run_configured
 from reki_spark.lake import KNOWLEDGE, PROMPTS
 from reki_spark.ledger import ledger_entry
+
+ANSWER_COLUMNS = ["prompt_id", "model_id", "status", "text"]
 
 
 def prompt_text_hash(system: str, prompt: str) -> str:
@@ -72,13 +87,22 @@ def _stage_hashed(prompts: pa.Table, inputs: RunFolder) -> int:
 
 
 def _answered_ids(lake: RsLake, model: str, retry_failed: bool) -> pa.Array:
-    if not lake.exists(KNOWLEDGE):
-        return pa.array([], pa.string())
-    answers = lake.read(KNOWLEDGE, ["prompt_id", "model_id", "status"])
-    answered = pc.equal(answers["model_id"], model)
+    answers = current_answers(lake, model)
     if retry_failed:
-        answered = pc.and_(answered, pc.equal(answers["status"], OK))
-    return answers.filter(answered)["prompt_id"].combine_chunks()
+        answers = answers[answers["status"] == OK]
+    return pa.array(answers["prompt_id"], pa.string())
+
+
+def current_answers(lake: RsLake, model: str) -> pd.DataFrame:
+    """`model`'s answers (prompt_id, status, text): the `knowledge` table's, replaced where a part
+    staged and handed over by an earlier worker-side run, not merged yet, holds a newer one."""
+    tables = [lake.read(KNOWLEDGE, ANSWER_COLUMNS)] if lake.exists(KNOWLEDGE) else []
+    for part in handed_over_parts(lake.root, KNOWLEDGE):
+        filesystem, path = storage.filesystem(part)
+        tables.append(pq.read_table(path, columns=ANSWER_COLUMNS, filesystem=filesystem))
+    answers = pa.concat_tables(tables).to_pandas() if tables else pd.DataFrame(columns=ANSWER_COLUMNS)
+    answers = answers[answers["model_id"] == model].drop(columns="model_id")
+    return answers.drop_duplicates("prompt_id", keep="last")
 
 
 def answer(config: RekiConfig) -> ExtractionSummary:
@@ -104,11 +128,21 @@ def answer(config: RekiConfig) -> ExtractionSummary:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ray_workers.worker_encode import encode_here
+
     parser = argparse.ArgumentParser(prog="python -m ray_workers.answer", description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="the experiment YAML (as for `reki`)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument("--encode", action="store_true", help="then encode the answers here too (handed over as well)")
     parser.add_argument("-v", "--verbose", action="store_true")
-    return run_configured("ray_workers.answer", parser.parse_args(argv), answer, (BackendUnavailable,))
+    args = parser.parse_args(argv)
+
+    def stages(config: RekiConfig) -> None:
+        answer(config)
+        if args.encode:
+            encode_here(config)
+
+    return run_configured("ray_workers.answer", args, stages, (BackendUnavailable,))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ writes `knowledge_vectors`, `ledger`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import pandas as pd
@@ -29,12 +29,15 @@ from reki_spark.lake import (
     USER_CLUSTERS,
     USERS,
     Lake,
+    source_hash,
 )
 from reki_spark.ledger import ledger_entry
 from reki_spark.session import get_spark
 from reki_spark.text_encoder import TextEncoder
 
 VECTOR_KEYS = ["entity_type", "entity_id", "view", "source", "encoder_id"]
+# A vector with these and the encoder's id needs no new encoding.
+UNCHANGED_KEYS = ("entity_type", "entity_id", "view", "source", "source_hash")
 
 
 @dataclass
@@ -43,21 +46,23 @@ class Coverage:
     items_covered: int
     users: int
     users_covered: int
+    encoded: int = 0  # vectors this run encoded (the others' text had not changed)
 
     @property
     def complete(self) -> bool:
         return self.items == self.items_covered and self.users == self.users_covered
 
 
-def texts_to_encode(lake: Lake, model: str) -> DataFrame:
-    """One row per current prompt with its text: the answer (plus the user's context for
-    individual users), or the prompt itself where the answer failed validation."""
+def texts_to_encode(lake: Lake, model: str, encoder_id: str) -> DataFrame:
+    """One row per current prompt whose vector is missing or was encoded from other text (its
+    `source_hash` differs) for `encoder_id`, with its text: the answer (plus the user's context
+    for individual users), or the prompt itself where the answer failed validation."""
     prompts = lake.read(PROMPTS).select("prompt_id", "mode", "entity_type", "entity_id", "view", "prompt", "context")
     answers = lake.read(KNOWLEDGE).where(F.col("model_id") == model).select("prompt_id", "text", "status")
     ok = F.col("status") == "ok"
     joined = F.concat_ws(" ", F.coalesce("context", F.lit("")), F.coalesce("text", F.lit("")))
     answer_text = F.regexp_replace(joined, r"^\s+|\s+$", "")  # as Python's str.strip
-    return prompts.join(answers, "prompt_id").select(
+    texts = prompts.join(answers, "prompt_id").select(
         "prompt_id",
         F.col("mode").alias("source"),
         "entity_type",
@@ -65,7 +70,12 @@ def texts_to_encode(lake: Lake, model: str) -> DataFrame:
         "view",
         F.when(ok, answer_text).otherwise(F.col("prompt")).alias("encode_text"),
         F.when(ok, F.lit("answer")).otherwise(F.lit("prompt")).alias("text_source"),
+        source_hash(),
     )
+    if not lake.exists(KNOWLEDGE_VECTORS) or "source_hash" not in lake.read(KNOWLEDGE_VECTORS).columns:
+        return texts
+    encoded = lake.read(KNOWLEDGE_VECTORS).where(F.col("encoder_id") == encoder_id)
+    return texts.join(encoded.select(*UNCHANGED_KEYS), list(UNCHANGED_KEYS), "left_anti")
 
 
 class EncoderActor:
@@ -85,10 +95,10 @@ def encode(config: RekiConfig) -> Coverage:
     model = model_id(config.llm)
     with ledger_entry(lake, "encode") as record:
         recovered = recover(lake, KNOWLEDGE_VECTORS, VECTOR_KEYS)
-        with staged_input(texts_to_encode(lake, model), lake.root, "encode") as (inputs, count):
+        with staged_input(texts_to_encode(lake, model, encoder.model), lake.root, "encode") as (inputs, count):
             if count:
                 _encode_rows(config, inputs, count, lake)
-        coverage = knowledge_coverage(lake, encoder.model, config.knowledge.mode)
+        coverage = replace(knowledge_coverage(lake, encoder.model, config.knowledge.mode), encoded=count)
         record.rows_in, record.rows_out = count, count
         record.details = {
             "encoder_id": encoder.model,
@@ -96,20 +106,31 @@ def encode(config: RekiConfig) -> Coverage:
             "recovered_from_staging": recovered,
             **coverage.__dict__,
         }
+    handed = f" (+{recovered} handed over)" if recovered else ""
     print(
-        f"encode [{encoder.model}]: {count} vectors; items covered {coverage.items_covered}/{coverage.items}, "
+        f"encode [{encoder.model}]: {count} vectors{handed}; items covered {coverage.items_covered}/{coverage.items}, "
         f"users covered {coverage.users_covered}/{coverage.users}"
     )
     return coverage
 
 
 def _encode_rows(config: RekiConfig, inputs: RunFolder, count: int, lake: Lake) -> None:
+    encoder = config.encoder
+    vectors = encoded_vectors(config, inputs, count)
+    commit = (encoder.commit_rows, encoder.commit_seconds)
+    with console.progress(count, "encode", "text") as progress:
+        for tally in staged_tallies(lake, vectors, KNOWLEDGE_VECTORS, VECTOR_KEYS, commit):
+            progress.update(tally["rows"])
+
+
+def encoded_vectors(config: RekiConfig, inputs: RunFolder, count: int) -> Any:
+    """The Ray dataset of the `count` texts staged in `inputs`, each with its vector, encoded by a
+    pool of encoder actors (Ray started or joined here)."""
     import ray
 
     encoder = config.encoder
     start_ray(config.ray)
-    dataset = read_input(inputs, count, encoder.batch_size)
-    vectors = dataset.map_batches(
+    return read_input(inputs, count, encoder.batch_size).map_batches(
         EncoderActor,
         fn_constructor_kwargs={"settings": encoder.model_dump(), "model": model_id(config.llm)},
         batch_size=encoder.batch_size,
@@ -117,10 +138,6 @@ def _encode_rows(config: RekiConfig, inputs: RunFolder, count: int, lake: Lake) 
         num_cpus=encoder.cpus_per_actor,
         batch_format="pandas",
     )
-    commit = (encoder.commit_rows, encoder.commit_seconds)
-    with console.progress(count, "encode", "text") as progress:
-        for tally in staged_tallies(lake, vectors, KNOWLEDGE_VECTORS, VECTOR_KEYS, commit):
-            progress.update(tally["rows"])
 
 
 def knowledge_coverage(lake: Lake, encoder_id: str, mode: str) -> Coverage:

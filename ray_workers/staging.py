@@ -255,6 +255,12 @@ def recover(lake: Lake, table: str, keys: list[str]) -> int:
     return recovered
 
 
+def handed_over_parts(root: str, table: str) -> list[str]:
+    """The parts staged for `table` whose run is over (handed over or dead) and that no Spark run
+    has merged yet: what a process without Spark reads beside the table."""
+    return [part for folder in _dead_folders(root, table) for part in folder.parts()]
+
+
 def _rows_in(part: str) -> int:
     """A staged part's row count, from its Parquet footer."""
     filesystem, path = _filesystem(part)

@@ -221,6 +221,9 @@ SCHEMAS: dict[str, T.StructType] = {
         ("text_source", STR, False),
         ("prompt_id", STR, True),
         ("model_id", STR, True),
+        # what the vector was encoded from (`source_hash`): a row whose hash is unchanged is not
+        # encoded again; null in rows written before it existed
+        ("source_hash", STR, True),
     ),
     # Integer codes of the models' categorical fields (0 = padding/unknown), needed at serving too.
     VOCAB: _schema(
@@ -257,6 +260,18 @@ def prompt_hash() -> Column:
     """`knowledge.prompt_hash` of a row with `system` and `prompt`: which text an answer answered
     (sha256 of "system\nprompt", its first 32 hex digits)."""
     return F.substring(F.sha2(F.concat_ws("\n", "system", "prompt"), 256), 1, 32).alias("prompt_hash")
+
+
+SOURCE_HASH_COLUMNS = ("prompt_id", "status", "text", "context")
+SOURCE_HASH_SEPARATOR = "\x1f"
+
+
+def source_hash() -> Column:
+    """`knowledge_vectors.source_hash` of a row with the prompt's id and context and the answer's
+    status and text: sha256 of those joined by the unit separator (null as empty), its first 32
+    hex digits. Raw columns, not the encoded text, so a worker without Spark hashes them alike."""
+    parts = [F.coalesce(F.col(name), F.lit("")) for name in SOURCE_HASH_COLUMNS]
+    return F.substring(F.sha2(F.concat_ws(SOURCE_HASH_SEPARATOR, *parts), 256), 1, 32).alias("source_hash")
 
 
 def absolute_root(root: str) -> str:
@@ -339,7 +354,17 @@ class Lake:
             writer.save(self.path(table))
 
     def _create_if_absent(self, table: str) -> None:
-        DeltaTable.createIfNotExists(self.spark).location(self.path(table)).addColumns(SCHEMAS[table]).execute()
+        """Creates the table empty where it is absent; where it exists, adds the nullable columns
+        its schema gained since an earlier release wrote it (MERGE does not add columns)."""
+        path = self.path(table)
+        if not self.exists(table):
+            DeltaTable.createIfNotExists(self.spark).location(path).addColumns(SCHEMAS[table]).execute()
+            return
+        present = set(self.read(table).columns)
+        added = [f for f in SCHEMAS[table].fields if f.name not in present]
+        if added:
+            columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in added)
+            self.spark.sql(f"ALTER TABLE delta.`{path}` ADD COLUMNS ({columns})")
 
     def append(self, df: DataFrame, table: str) -> None:
         with self._described(f"append {table}"):

