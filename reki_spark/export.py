@@ -37,7 +37,7 @@ from reki_spark.training.data import (
 )
 from reki_spark.training.feeding import ctr_batch
 from reki_spark.training.loop import ModelSpec
-from reki_spark.training.train import best_model, model_spec
+from reki_spark.training.train import best_model, model_spec, staged_ctr_view
 
 PARITY_TOLERANCE = 1e-5
 EXAMPLE_ROWS = 512
@@ -65,9 +65,7 @@ def export(spark: SparkSession, config: RekiConfig) -> str:
             features = spark.read.parquet(storage.spark_uri(features_location))
             lake.overwrite(_serving_vectors(spark, model, features, spec.name), SERVING_VECTORS)
             _write_parquet(lake.read(SERVING_VECTORS), storage.join(folder, VECTORS_FILE))
-        # EXAMPLE_ROWS rows for the TorchScript trace and the parity check.
-        grouped = rows if spec.keyed_by == KEYED_BY_CLUSTER else None
-        example = ctr_view(lake, vocab, schema, grouped).where(F.col("split") == "test").limit(EXAMPLE_ROWS).toPandas()
+        example = _example_rows(spark, config.output, lake, vocab, spec, rows)
         batch = ctr_batch(example, schema.history_length, schema.category_slots, spec.keyed_by)
         scripted = export_torchscript(model, batch)
         buffer = io.BytesIO()
@@ -95,6 +93,19 @@ def export(spark: SparkSession, config: RekiConfig) -> str:
         record.details = meta
     print(f"export: {folder} ({spec.name}, max |TorchScript - PyTorch| = {difference:.2e})")
     return folder
+
+
+def _example_rows(
+    spark: SparkSession, output: str, lake: Lake, vocab: DataFrame, spec: ModelSpec, rows: KnowledgeRows
+) -> pd.DataFrame:
+    """EXAMPLE_ROWS test rows for the TorchScript trace and the parity check: from the view the
+    training staged (its joins are most of a CTR training's Spark time at scale), rebuilt only
+    where that is gone or lacks the knowledge rows this run's examples carry."""
+    grouped = spec.keyed_by == KEYED_BY_CLUSTER
+    view = staged_ctr_view(spark, output)
+    if view is None or (grouped and "kitem" not in view.columns):
+        view = ctr_view(lake, vocab, spec.schema, rows if grouped else None)
+    return view.where(F.col("split") == "test").limit(EXAMPLE_ROWS).toPandas()
 
 
 def _parity(model: torch.nn.Module, scripted: torch.jit.ScriptModule, batch: dict[str, torch.Tensor]) -> float:

@@ -136,7 +136,7 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
         shuffled = {seed: shuffled_arrays(collective, clusters, seed) for seed in training.seeds}
     rows = clusters.entity_rows(lake) if clusters is not None else None
     for task, models in _tasks(training.models).items():
-        view = _task_view(lake, vocab, sizes, task, config, rows, storage.join(output, "evaluation", task))
+        view = _task_view(lake, vocab, sizes, task, config, rows, _evaluation_folder(output, task))
         # Whole row groups are the shards (see training.row_group_bytes).
         converter = make_spark_converter(
             view.train.repartition(2 * training.num_processes), parquet_row_group_size_bytes=training.row_group_bytes
@@ -277,6 +277,16 @@ def _task_view(
         _written(splits, folder, parts),
         popularity=part_files(item_popularity(lake, vocab), storage.join(folder, "popularity"), 1),
     )
+
+
+def _evaluation_folder(output: str, task: str) -> str:
+    return storage.join(storage.resolve(output), "evaluation", task)
+
+
+def staged_ctr_view(spark: SparkSession, output: str) -> DataFrame | None:
+    """The CTR view the last training staged under `output` (with `split`), or None where it is gone."""
+    folder = storage.join(_evaluation_folder(output, "ctr"), "view")
+    return spark.read.parquet(storage.spark_uri(folder)) if storage.exists(folder) else None
 
 
 def _staged_by_split(view: DataFrame, folder: str) -> DataFrame:
