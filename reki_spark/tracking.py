@@ -49,7 +49,8 @@ def log_training_run(config: RekiConfig, result: dict[str, Any], history: list[d
 
     client, experiment = _client(config)
     name = "-".join(str(result[key]) for key in RUN_KEYS)
-    run = client.create_run(experiment, run_name=name, tags={key: str(result[key]) for key in RUN_KEYS})
+    tags = {key: str(result[key]) for key in RUN_KEYS} | {"commit": str(result.get("commit", ""))}
+    run = client.create_run(experiment, run_name=name, tags=tags)
     run_id = run.info.run_id
     now = int(time.time() * 1000)
     settings = {f"config.{key}": value for key, value in _flat(config.model_dump(mode="json"))}

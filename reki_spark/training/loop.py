@@ -98,6 +98,9 @@ class TrainJob(ModelSpec):
     storage_settings: storage.StorageSettings = field(default_factory=storage.StorageSettings)
     # Model and batches on the rank's GPU (TorchDistributor's use_gpu gives each rank one).
     use_gpu: bool = False
+    # The code that runs it (provenance.code_version, taken on the driver): kept in the checkpoint
+    # when the run finishes, so a finished run reused later still reports the code that trained it.
+    commit: str = ""
 
     @property
     def predictions_dir(self) -> str | None:
@@ -234,6 +237,7 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
         model.load_state_dict(state["best_state"])
         state["test"] = evaluate(job, model, "test", rank, world)
         state["finished"] = True
+        state["commit"] = job.commit
         if rank == 0:
             _save(job, model, optimizer, state)
     if rank != 0:
@@ -246,6 +250,7 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
         "steps": state["steps"],
         "train_seconds": round(state.get("seconds", 0.0), 2),
         "processes": world,
+        "commit": state.get("commit", "unknown (finished before commits were recorded)"),
         "replica_checksums": checksums,
         "rank_steps": rank_steps,
         "history": state.get("history", []),
@@ -263,6 +268,7 @@ def _counted_baseline(job: TrainJob, model: nn.Module) -> dict[str, Any]:
         "steps": 0,
         "train_seconds": round(time.perf_counter() - started, 2),
         "processes": 1,
+        "commit": job.commit,
     }
 
 

@@ -22,6 +22,7 @@ from reki_spark.evaluation.metrics import PRIMARY
 from reki_spark.lake import VOCAB, Lake
 from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS, CtrSchema, HeinSettings, SeqSchema
+from reki_spark.provenance import code_version
 from reki_spark.training.data import (
     KEYED_BY_CLUSTER,
     SHUFFLED,
@@ -183,6 +184,7 @@ def _train_job(
         predictions_root=storage.join(config.output, "predictions") if training.predictions else None,
         storage_settings=storage.current(),
         use_gpu=training.use_gpu,
+        commit=code_version(),
         **settings,
     )
 

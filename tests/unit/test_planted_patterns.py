@@ -205,6 +205,7 @@ def test_a_ctr_model_that_learns_nothing_stays_below_the_bar(tmp_path):
 def test_knowledge_rows_carried_by_the_examples_reach_the_model(tmp_path):
     """The click rule lives only in the cluster rows each example carries (the model holds the
     cluster vectors, no entity map): DIN finds it with knowledge and cannot without."""
+
     def auc(knowledge: KnowledgeArrays | None) -> float:
         job = _ctr_job("din", 3e-2, tmp_path, _planted_knowledge_ctr, knowledge)
         # 20 epochs: at 10 (lr 1e-2) the AUC sat at the bar and varied with the CPU's kernels
