@@ -23,8 +23,15 @@ def code_version() -> str:
         commit = _git(checkout, "rev-parse", "HEAD")
         changed = _git(checkout, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.CalledProcessError):
-        return f"reki-spark {metadata.version('reki-spark')}"
+        return _package_version()
     return commit + (DIRTY if changed else "")
+
+
+def _package_version() -> str:
+    try:
+        return f"reki-spark {metadata.version('reki-spark')}"
+    except metadata.PackageNotFoundError:  # a source tree neither checked out nor installed
+        return "unknown"
 
 
 def _git(checkout: Path, *args: str) -> str:
