@@ -20,7 +20,7 @@ DatasetName = Literal["sample", "movielens-100k", "movielens-1m", "amazon-2014",
 
 # Controls of collective knowledge (reki_spark/training/data.py): the collective vectors dealt to
 # the wrong groups, and the groups alone with no LLM text.
-KNOWLEDGE_CONTROLS = ("shuffled", "cluster_only")
+KNOWLEDGE_CONTROLS = ("shuffled", "cluster_only", "random_vectors", "collective_plus_ids")
 
 
 class ConfigError(ValueError):
@@ -373,8 +373,11 @@ class TrainingConfig(_Strict):
     # backbones with. Every model runs once per knowledge setting and seed.
     models: list[Literal["din", "dcnv2", "deepfm", "autoint", "sasrec", "gru4rec", "mostpop"]] = ["din"]
     # Unset: none and knowledge.mode.
-    # shuffled and cluster_only are controls of collective knowledge (training/data.py).
-    knowledge: list[Literal["none", "individual", "collective", "shuffled", "cluster_only"]] = ["none", "collective"]
+    # shuffled, cluster_only, random_vectors and collective_plus_ids are controls of collective
+    # knowledge (training/data.py).
+    knowledge: list[
+        Literal["none", "individual", "collective", "shuffled", "cluster_only", "random_vectors", "collective_plus_ids"]
+    ] = ["none", "collective"]
     seeds: list[int] = [1, 2, 3, 4, 5]
     # Defaults of every model; a model's block (training.<model>.epochs, ...) overrides them.
     epochs: int = Field(20, ge=1)

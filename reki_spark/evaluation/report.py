@@ -9,7 +9,7 @@ import json
 import math
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -175,37 +175,97 @@ def headline(summary: pd.DataFrame) -> str:
     return line
 
 
-def _controls(knowledge: str, settings: set[str]) -> list[str]:
-    """The controls that carry a collective set's own groups: `collective` and any set extracted on
-    the same clusters (`collective_<llm>`) share `shuffled`/`cluster_only`; a set on groups of its
-    own (it has a `cluster_only_<llm>`, say) is held to `<control>_<llm>`, missing ones included."""
+COLLECTIVE_PLUS_IDS = "collective_plus_ids"
+
+
+def _controls(knowledge: str, settings: set[str]) -> dict[str, str]:
+    """Each control's setting for a collective set: `collective` and any set extracted on the same
+    clusters (`collective_<llm>`) share `shuffled`, `cluster_only`, ...; a set on groups of its own
+    (it has a `cluster_only_<llm>`, say) is held to `<control>_<llm>`, missing ones included."""
     suffix = knowledge.removeprefix("collective")
-    own = [f"{control}{suffix}" for control in KNOWLEDGE_CONTROLS]
-    return own if suffix and settings & set(own) else list(KNOWLEDGE_CONTROLS)
+    own = {control: f"{control}{suffix}" for control in KNOWLEDGE_CONTROLS}
+    return own if suffix and settings & set(own.values()) else {control: control for control in KNOWLEDGE_CONTROLS}
+
+
+def _text_tests(knowledge: str, settings: set[str]) -> list[tuple[str, str]]:
+    """The comparisons (setting, control) that make an effect the LLM's text: the set beats its
+    vectors dealt to other groups and membership in meaningless vectors, and the text beside the
+    group codes beats the codes alone."""
+    control = _controls(knowledge, settings)
+    return [
+        (knowledge, control["shuffled"]),
+        (knowledge, control["random_vectors"]),
+        (control[COLLECTIVE_PLUS_IDS], control["cluster_only"]),
+    ]
+
+
+def holm(p_values: list[float]) -> list[float]:
+    """Holm's step-down adjustment of `p_values` (NaN stays NaN and is not counted)."""
+    ranked = sorted((p, i) for i, p in enumerate(p_values) if not math.isnan(p))
+    adjusted = [math.nan] * len(p_values)
+    running = 0.0
+    for rank, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (len(ranked) - rank) * p))
+        adjusted[i] = running
+    return adjusted
 
 
 def _llm_verdict(summary: pd.DataFrame) -> list[str]:
-    """Each collective set against the controls on its groups: the effect is the LLM's text only
-    where it beats both the shuffled vectors and the bare groups."""
-    lines = []
+    """Each collective set against the controls on its groups, every comparison the section makes
+    Holm-corrected together: the effect is the LLM's text only where all three tests of
+    `_text_tests` come out better."""
     primary = summary[summary["metric"] == summary["task"].map(PRIMARY)]
+    tests: list[tuple[str, str, str, str, str, Comparison | None]] = []
     for (task, model), group in primary.groupby(["task", "model"]):
         by_setting = group.set_index("knowledge")
         settings = set(by_setting.index)
-        for knowledge in sorted(k for k in settings if k == "collective" or k.startswith("collective_")):
-            controls = _controls(knowledge, settings)
-            if not settings & set(controls):
+        for knowledge in sorted(k for k in settings if _is_collective_set(k)):
+            pairs = _text_tests(knowledge, settings)
+            if not settings & ({name for pair in pairs for name in pair} - {knowledge}):
+                continue  # no control trained beside it: nothing to say
+            for setting, control in pairs:
+                trained = setting in settings and control in settings
+                result = (
+                    welch(by_setting.loc[setting, "values"], by_setting.loc[control, "values"]) if trained else None
+                )
+                tests.append((task, model, knowledge, setting, control, result))
+    adjusted = iter(holm([r.p_value for *_, r in tests if r is not None]))
+    counted = sum(1 for *_, r in tests if r is not None and not math.isnan(r.p_value))
+    lines = []
+    for (task, model, knowledge), rows in _grouped(tests):
+        parts, shown = [], True
+        for _, _, _, setting, control, result in rows:
+            if result is None:
+                parts.append(f"`{setting}` vs `{control}`: not trained")
+                shown = False
                 continue
-            values = by_setting.loc[knowledge, "values"]
-            results = {c: welch(values, by_setting.loc[c, "values"]) for c in controls if c in settings}
-            parts = [f"vs `{c}` {r.difference:+.4f} (p = {r.p_value:.3g}): {r.verdict}" for c, r in results.items()]
-            parts += [f"vs `{c}`: not trained" for c in controls if c not in settings]
-            shown = len(results) == len(controls) and all(r.verdict == "better" for r in results.values())
-            lines.append(
-                f"- {task} {model}: `{knowledge}` {'; '.join(parts)}; an effect of the LLM's text is "
-                + ("shown." if shown else "not shown (it must beat both controls at p < 0.05).")
+            corrected = replace(result, p_value=next(adjusted))
+            parts.append(
+                f"`{setting}` vs `{control}` {result.difference:+.4f} (p = {result.p_value:.3g}, "
+                f"Holm {corrected.p_value:.3g}): {corrected.verdict}"
             )
+            shown = shown and corrected.verdict == "better"
+        lines.append(
+            f"- {task} {model}, `{knowledge}`: {'; '.join(parts)}; an effect of the LLM's text is "
+            + ("shown." if shown else "not shown (all three must come out better at p < 0.05 after Holm).")
+        )
+    if lines:
+        lines.append(f"- Holm's correction runs over the {counted} tests of the LLM's text above.")
     return lines
+
+
+def _is_collective_set(knowledge: str) -> bool:
+    """`collective` or another LLM's set on groups (`collective_<llm>`), not a control."""
+    is_control = knowledge.startswith(COLLECTIVE_PLUS_IDS)
+    return knowledge == "collective" or (knowledge.startswith("collective_") and not is_control)
+
+
+def _grouped(tests: list) -> list[tuple[tuple[str, str, str], list]]:
+    """`tests` grouped by (task, model, set), in order."""
+    groups: dict[tuple[str, str, str], list] = {}
+    for test in tests:
+        groups.setdefault(test[:3], []).append(test)
+    return list(groups.items())
 
 
 def _table(summary: pd.DataFrame, task: str) -> list[str]:

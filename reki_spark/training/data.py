@@ -304,11 +304,17 @@ class KnowledgeArrays:
     keyed_by: str
 
 
-# Knowledge controls: collective vectors dealt to the wrong groups (same vectors, wrong assignment),
-# and the groups alone with no LLM text. Collective knowledge is the LLM's only if it beats both.
-SHUFFLED, CLUSTER_ONLY = KNOWLEDGE_CONTROLS
+# Knowledge controls of collective knowledge, all on the same groups: its vectors dealt to the wrong
+# groups of their view (`shuffled`); the groups alone as one-hot codes, a learned embedding of the
+# group id through HEIN's first layer (`cluster_only`); one fixed random unit vector per group,
+# membership in well-conditioned vectors that mean nothing (`random_vectors`); and the text vectors
+# with the one-hot codes beside them (`collective_plus_ids`: does the text add to membership?).
+SHUFFLED, CLUSTER_ONLY, RANDOM_VECTORS, COLLECTIVE_PLUS_IDS = KNOWLEDGE_CONTROLS
 GROUPED_MODES = {"collective", *KNOWLEDGE_CONTROLS}
+# Drawn anew for every training seed (so the seeds also sample the draws), from the collective arrays.
+PER_SEED_MODES = (SHUFFLED, RANDOM_VECTORS)
 SHUFFLE_SEED = 20240817
+RANDOM_VECTORS_SEED = 20261205
 # Individual knowledge is one vector per entity, held in the model: a small-data comparison only.
 INDIVIDUAL_MAX_ENTITIES = 200_000
 
@@ -394,23 +400,45 @@ def _source_vectors(lake: Lake, source: str, encoder_id: str) -> DataFrame:
 
 
 def _cluster_arrays(lake: Lake, mode: str, encoder_id: str, rows: ClusterRows, seed: int) -> KnowledgeArrays:
+    codes = group_codes(len(rows.items), len(rows.users))
     if mode == CLUSTER_ONLY:
-        item_vectors, user_vectors = group_codes(len(rows.items), len(rows.users))
-    else:
-        vectors = _source_vectors(lake, "collective", encoder_id)
-        item_vectors = _cluster_table(vectors.where(F.col("entity_type") == "item"), rows.items)
-        user_vectors = _cluster_table(vectors.where(F.col("entity_type") == "user"), rows.users)
-    arrays = KnowledgeArrays(item_vectors, user_vectors, len(USER_VIEWS), KEYED_BY_CLUSTER)
-    return shuffled_arrays(arrays, rows, seed) if mode == SHUFFLED else arrays
+        return KnowledgeArrays(*codes, len(USER_VIEWS), KEYED_BY_CLUSTER)
+    vectors = _source_vectors(lake, "collective", encoder_id)
+    item_vectors = _cluster_table(vectors.where(F.col("entity_type") == "item"), rows.items)
+    user_vectors = _cluster_table(vectors.where(F.col("entity_type") == "user"), rows.users)
+    collective = KnowledgeArrays(item_vectors, user_vectors, len(USER_VIEWS), KEYED_BY_CLUSTER)
+    if mode == COLLECTIVE_PLUS_IDS:
+        return replace(
+            collective,
+            item_vectors=np.hstack([item_vectors, codes[0]]),
+            user_vectors=np.hstack([user_vectors, codes[1]]),
+        )
+    return seeded_arrays(mode, collective, rows, seed) if mode in PER_SEED_MODES else collective
 
 
-def shuffled_arrays(collective: KnowledgeArrays, rows: ClusterRows, seed: int) -> KnowledgeArrays:
-    """`shuffled` for one training seed, from the collective arrays (read once for every seed)."""
+def seeded_arrays(mode: str, collective: KnowledgeArrays, rows: ClusterRows, seed: int) -> KnowledgeArrays:
+    """`shuffled` or `random_vectors` for one training seed, from the collective arrays (read once
+    for every seed)."""
+    if mode == SHUFFLED:
+        return replace(
+            collective,
+            item_vectors=deranged(collective.item_vectors, rows.items, seed),
+            user_vectors=deranged(collective.user_vectors, rows.users, seed),
+        )
+    rng = np.random.default_rng([RANDOM_VECTORS_SEED, seed])
     return replace(
         collective,
-        item_vectors=deranged(collective.item_vectors, rows.items, seed),
-        user_vectors=deranged(collective.user_vectors, rows.users, seed),
+        item_vectors=random_unit_rows(collective.item_vectors, rng),
+        user_vectors=random_unit_rows(collective.user_vectors, rng),
     )
+
+
+def random_unit_rows(vectors: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`random_vectors`: a Gaussian direction of unit length for every row that holds a vector
+    (row 0, no knowledge, and groups without a vector stay zero)."""
+    drawn = rng.standard_normal(vectors.shape).astype(np.float32)
+    drawn /= np.linalg.norm(drawn, axis=1, keepdims=True)
+    return np.where(np.abs(vectors).sum(axis=1, keepdims=True) > 0, drawn, 0.0).astype(np.float32)
 
 
 def _stacked(vectors: dict[object, np.ndarray], keys: list, rows: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from reki_spark.models import CTR_MODELS, CtrSchema, HeinSettings, SeqSchema
 from reki_spark.provenance import code_version
 from reki_spark.training.data import (
     KEYED_BY_CLUSTER,
-    SHUFFLED,
+    PER_SEED_MODES,
     ClusterRows,
     KnowledgeArrays,
     KnowledgeRows,
@@ -36,9 +36,9 @@ from reki_spark.training.data import (
     item_positive_rates,
     keyed_by,
     knowledge_arrays,
+    seeded_arrays,
     sequence_targets,
     sequence_windows,
-    shuffled_arrays,
 )
 from reki_spark.training.feeding import PetastormBatches, SplitFiles
 from reki_spark.training.loop import MOSTPOP, ModelSpec, TrainJob, best_model, evaluate, identity, train_worker
@@ -126,15 +126,16 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
     arrays = {
         mode: None if mode == "none" else knowledge_arrays(lake, vocab, mode, config.encoder.model, clusters)
         for mode in training.knowledge
-        if mode != SHUFFLED
+        if mode not in PER_SEED_MODES
     }
-    # shuffled deals the collective vectors (read once) out anew for every training seed.
-    shuffled = {}
-    if clusters is not None and SHUFFLED in training.knowledge:
+    # shuffled and random_vectors derive from the collective vectors (read once), anew for every seed.
+    seeded: dict[tuple[str, int], KnowledgeArrays] = {}
+    if clusters is not None and set(PER_SEED_MODES) & set(training.knowledge):
         collective = arrays.get("collective") or knowledge_arrays(
             lake, vocab, "collective", config.encoder.model, clusters
         )
-        shuffled = {seed: shuffled_arrays(collective, clusters, seed) for seed in training.seeds}
+        for mode in set(PER_SEED_MODES) & set(training.knowledge):
+            seeded |= {(mode, seed): seeded_arrays(mode, collective, clusters, seed) for seed in training.seeds}
     rows = clusters.entity_rows(lake) if clusters is not None else None
     for task, models in _tasks(training.models).items():
         view = _task_view(lake, vocab, sizes, task, config, rows, _evaluation_folder(output, task))
@@ -147,7 +148,7 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
                 # MostPop carries no knowledge: it is counted once per seed, beside every setting.
                 for mode in ["none"] if model == MOSTPOP else training.knowledge:
                     for seed in training.seeds:
-                        knowledge = shuffled[seed] if mode == SHUFFLED else arrays.get(mode)
+                        knowledge = seeded[mode, seed] if mode in PER_SEED_MODES else arrays.get(mode)
                         yield _train_job(config, view, converter, model, mode, knowledge, seed)
         finally:
             converter.delete()

@@ -238,14 +238,23 @@ def test_knowledge_controls_train_beside_collective(spark, trained_lake):
     from reki_spark.lake import ITEM_CLUSTERS, USER_CLUSTERS, Lake
     from reki_spark.training.data import KEYED_BY_CLUSTER, ClusterRows, build_vocab, knowledge_arrays
 
-    modes = ["collective", "shuffled", "cluster_only"]
+    modes = ["collective", "shuffled", "cluster_only", "random_vectors", "collective_plus_ids"]
     config = tiny_config(trained_lake, 'training.models=["din"]', f"training.knowledge={json.dumps(modes)}", *ONE_EPOCH)
     lake = Lake(spark, config.lake)
     vocab = build_vocab(lake)
-    real, shuffled, codes = (knowledge_arrays(lake, vocab, mode, config.encoder.model) for mode in modes)
-    # The three share the cluster rows that the examples carry: one row per cluster, vectors alone differ.
-    assert {arrays.keyed_by for arrays in (real, shuffled, codes)} == {KEYED_BY_CLUSTER}
-    assert len(codes.item_vectors) == len(real.item_vectors) and len(codes.user_vectors) == len(real.user_vectors)
+    real, shuffled, codes, drawn, both = (knowledge_arrays(lake, vocab, mode, config.encoder.model) for mode in modes)
+    # All share the cluster rows that the examples carry: one row per cluster, vectors alone differ.
+    assert {arrays.keyed_by for arrays in (real, shuffled, codes, drawn, both)} == {KEYED_BY_CLUSTER}
+    assert {len(arrays.item_vectors) for arrays in (real, shuffled, codes, drawn, both)} == {len(real.item_vectors)}
+    assert {len(arrays.user_vectors) for arrays in (real, shuffled, codes, drawn, both)} == {len(real.user_vectors)}
+    # random_vectors: one unit vector per group, of the text vectors' width, another draw per seed
+    assert drawn.item_vectors.shape == real.item_vectors.shape
+    assert np.allclose(np.linalg.norm(drawn.item_vectors[1:], axis=1), 1.0) and not drawn.item_vectors[0].any()
+    other = knowledge_arrays(lake, vocab, "random_vectors", config.encoder.model, seed=2)
+    assert not np.allclose(other.user_vectors[1:], drawn.user_vectors[1:])
+    # collective_plus_ids: the text vectors with the one-hot group codes beside them
+    assert np.array_equal(both.item_vectors, np.hstack([real.item_vectors, codes.item_vectors]))
+    assert np.array_equal(both.user_vectors, np.hstack([real.user_vectors, codes.user_vectors]))
     assert (np.abs(real.item_vectors[1:]).sum(axis=1) > 0).all()  # every cluster found its LLM vector
     # shuffled: the same vectors, every vector in another group
     assert sorted(map(tuple, shuffled.item_vectors.tolist())) == sorted(map(tuple, real.item_vectors.tolist()))

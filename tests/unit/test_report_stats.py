@@ -67,43 +67,72 @@ def _ctr_records(means: dict[str, float]) -> list[dict]:
     ]
 
 
+CONTROLS = {"shuffled": 0.70, "random_vectors": 0.70, "cluster_only": 0.70, "collective_plus_ids": 0.72}
+
+
 @pytest.mark.parametrize(
-    ("cluster_only", "shown"),
-    [(0.700, True), (0.720, False)],  # the bare groups doing as well as collective: not the LLM's text
+    ("changed", "shown"),
+    [
+        ({}, True),
+        ({"random_vectors": 0.72}, False),  # meaningless vectors per group do as well: membership, not text
+        ({"cluster_only": 0.72}, False),  # the text adds nothing beside the group codes
+        ({"shuffled": 0.72}, False),
+    ],
 )
-def test_knowledge_counts_as_the_llms_only_when_collective_beats_both_controls(cluster_only, shown):
+def test_knowledge_counts_as_the_llms_only_when_all_three_text_tests_come_out_better(changed, shown):
     from reki_spark.evaluation.report import _llm_verdict
 
-    summary = summarize(
-        _ctr_records({"none": 0.69, "collective": 0.72, "shuffled": 0.70, "cluster_only": cluster_only})
-    )
-    (line,) = _llm_verdict(summary)
+    summary = summarize(_ctr_records({"none": 0.69, "collective": 0.72, **CONTROLS, **changed}))
+    line, count = _llm_verdict(summary)
     assert ("an effect of the LLM's text is shown." in line) == shown
+    assert "`collective_plus_ids` vs `cluster_only` " in line
+    assert count.endswith("over the 3 tests of the LLM's text above.")
+
+
+def test_holm_multiplies_the_smallest_p_by_the_test_count_and_keeps_the_order():
+    from reki_spark.evaluation.report import holm
+
+    assert holm([0.01, 0.04, math.nan, 0.03]) == pytest.approx([0.03, 0.06, math.nan, 0.06], nan_ok=True)
+    assert holm([0.02, 0.9]) == pytest.approx([0.04, 0.9])
+
+
+def test_a_difference_significant_alone_is_not_after_holm():
+    """p between 0.05 / 3 and 0.05 on each of three tests: better alone, not once corrected for three."""
+    from reki_spark.evaluation.report import _llm_verdict
+
+    control = [0.700, 0.706, 0.694, 0.703, 0.697]
+    text = [0.708, 0.714, 0.702, 0.711, 0.705]
+    series = {"none": [0.69] * 5, "collective": text, "collective_plus_ids": text}
+    series |= {name: control for name in ("shuffled", "random_vectors", "cluster_only")}
+    records = [
+        {"task": "ctr", "model": "din", "knowledge": k, "seed": seed, "auc": v, "logloss": 0.5}
+        for k, values in series.items()
+        for seed, v in enumerate(values, 1)
+    ]
+    alone = welch(text, control)
+    assert alone.verdict == "better" and 0.05 / 3 < alone.p_value < 0.05
+    line, _ = _llm_verdict(summarize(records))
+    assert "is not shown" in line and "Holm" in line
 
 
 def test_another_llms_collective_set_is_held_to_the_same_controls():
     from reki_spark.evaluation.report import _llm_verdict
 
-    means = {"none": 0.69, "collective": 0.72, "collective_qwen05": 0.70, "shuffled": 0.70, "cluster_only": 0.70}
+    means = {"none": 0.69, "collective": 0.72, "collective_qwen05": 0.70, **CONTROLS}
     lines = _llm_verdict(summarize(_ctr_records(means)))
-    assert [line.split("`")[1] for line in lines] == ["collective", "collective_qwen05"]
+    assert [line.split("`")[1] for line in lines[:2]] == ["collective", "collective_qwen05"]
     assert lines[0].endswith("is shown.") and not lines[1].endswith("is shown.")
+    assert lines[2].endswith("over the 6 tests of the LLM's text above.")
 
 
 def test_a_collective_set_on_its_own_groups_is_held_to_its_own_controls():
     from reki_spark.evaluation.report import _llm_verdict
 
-    means = {
-        "none": 0.69,
-        "collective": 0.72,
-        "shuffled": 0.70,
-        "cluster_only": 0.70,
-        "collective_smollm2": 0.72,
-        "cluster_only_smollm2": 0.70,
-    }
+    means = {"none": 0.69, "collective": 0.72, **CONTROLS, "collective_smollm2": 0.72, "cluster_only_smollm2": 0.70}
     line = _llm_verdict(summarize(_ctr_records(means)))[1]
-    assert "vs `cluster_only_smollm2` +0.0200" in line and "vs `shuffled_smollm2`: not trained" in line
-    assert "vs `cluster_only` " not in line and line.endswith("(it must beat both controls at p < 0.05).")
+    assert "`collective_smollm2` vs `shuffled_smollm2`: not trained" in line
+    assert "`collective_plus_ids_smollm2` vs `cluster_only_smollm2`: not trained" in line
+    assert "vs `cluster_only` " not in line and line.endswith("after Holm).")
 
 
 def test_the_headline_names_the_best_model_its_ratio_to_mostpop_and_the_knowledge_test():
