@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import dataclasses
 import functools
+import json
 import math
 import os
 import posixpath
@@ -25,6 +27,7 @@ from torch import distributed as dist
 from torch import nn
 
 from reki_spark import console, storage
+from reki_spark.config import ConfigError
 from reki_spark.evaluation.metrics import PRIMARY, CtrSums, MetricSums, RankingSums, target_ranks
 from reki_spark.models import (
     CTR_MODELS,
@@ -349,6 +352,40 @@ def _checkpoint_path(spec: ModelSpec) -> str:
     return storage.join(spec.checkpoint_dir, spec.name, "last.pt")
 
 
+def run_settings(job: TrainJob) -> dict[str, Any]:
+    """What a run's checkpoints were trained with: the model's settings, its input shapes and the
+    optimisation (as JSON reads it back)."""
+    arrays = job.knowledge_arrays
+    settings = {
+        "params": job.params,
+        "hein": dataclasses.asdict(job.hein),
+        "schema": dataclasses.asdict(job.schema),
+        "knowledge_shape": None if arrays is None else [arrays.item_vectors.shape, arrays.user_vectors.shape],
+        **{name: getattr(job, name) for name in ("epochs", "patience", "batch_size", "learning_rate", "weight_decay")},
+    }
+    return json.loads(json.dumps(settings))
+
+
+def check_settings(job: TrainJob) -> None:
+    """Refuses a run whose checkpoints were trained with other settings: it would resume them, or
+    report a finished run as if trained with these (run on the driver, before any rank starts)."""
+    path = storage.join(job.checkpoint_dir, job.name, SETTINGS_FILE)
+    if job.model == MOSTPOP or not storage.exists(path):
+        return
+    saved, now = json.loads(storage.read_text(path)), run_settings(job)
+    changed = [f"{key} {_short(saved.get(key))} -> {_short(now.get(key))}" for key in now if saved.get(key) != now[key]]
+    if changed:
+        raise ConfigError(
+            f"{job.name}: its checkpoints under {storage.join(job.checkpoint_dir, job.name)} were trained with "
+            f"other settings ({'; '.join(changed)}): remove that folder to train it anew, or use another output"
+        )
+
+
+def _short(value: object) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _best_path(spec: ModelSpec, epoch: int) -> str:
     """The best epoch's weights alone, apart from the checkpoint's optimizer state (export and
     re-scoring load only this). Named by epoch: a crash between it and `last.pt` leaves the
@@ -357,6 +394,7 @@ def _best_path(spec: ModelSpec, epoch: int) -> str:
 
 
 BEST_PREFIX = "best-epoch"
+SETTINGS_FILE = "settings.json"
 
 
 # Buffers of checkpoints written before knowledge rows travelled with the examples: the model then
@@ -408,6 +446,7 @@ def _save(job: TrainJob, model: nn.Module, optimizer: RunOptimizer, state: dict[
     if state.get("best_saved") != best:
         storage.save_torch(state["best_state"], _best_path(job, best))
         state["best_saved"] = best
+    storage.write_text(storage.join(job.checkpoint_dir, job.name, SETTINGS_FILE), json.dumps(run_settings(job)))
     kept = {k: v for k, v in state.items() if k != "best_state"}
     storage.save_torch({"model": model.state_dict(), **optimizer.state_dict(), "state": kept}, _checkpoint_path(job))
     current = _best_path(job, best)

@@ -41,7 +41,16 @@ from reki_spark.training.data import (
     sequence_windows,
 )
 from reki_spark.training.feeding import PetastormBatches, SplitFiles
-from reki_spark.training.loop import MOSTPOP, ModelSpec, TrainJob, best_model, evaluate, identity, train_worker
+from reki_spark.training.loop import (
+    MOSTPOP,
+    ModelSpec,
+    TrainJob,
+    best_model,
+    check_settings,
+    evaluate,
+    identity,
+    train_worker,
+)
 from reki_spark.training.predictions import predictions_kept
 
 METRICS_FILE = "metrics.json"
@@ -78,6 +87,7 @@ def evaluate_runs(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any
 
 def _run(spark: SparkSession, config: RekiConfig, job: TrainJob) -> dict[str, Any]:
     processes = config.training.num_processes
+    check_settings(job)
     console.detail(f"== train {job.name} on {processes} process(es)")
     # MostPop is counted, not trained: one process scores it (rank 0 alone did under DDP too), so
     # it needs no ranks started on the cluster.

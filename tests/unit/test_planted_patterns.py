@@ -17,11 +17,20 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from reki_spark.config import ConfigError
 from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, SeqSchema
 from reki_spark.models.base import CTR_FIELDS, RATING_FIELD
 from reki_spark.training.data import KEYED_BY_CLUSTER, KnowledgeArrays
 from reki_spark.training.feeding import SplitFiles, ctr_batch
-from reki_spark.training.loop import MOSTPOP, TrainJob, best_model, build_model, distributed, train_worker
+from reki_spark.training.loop import (
+    MOSTPOP,
+    TrainJob,
+    best_model,
+    build_model,
+    check_settings,
+    distributed,
+    train_worker,
+)
 from tests.loopback import free_port
 
 ITEMS, USERS, LENGTH = 40, 400, 12
@@ -311,7 +320,7 @@ def test_the_best_weights_live_apart_from_the_optimizer_checkpoint(tmp_path):
     first = train_worker(job)
     folder = Path(job.checkpoint_dir, job.name)
     best_file = f"best-epoch{first['best_epoch']}.pt"
-    assert sorted(p.name for p in folder.iterdir()) == [best_file, "last.pt"]
+    assert sorted(p.name for p in folder.iterdir()) == [best_file, "last.pt", "settings.json"]
     checkpoint = torch.load(folder / "last.pt", weights_only=False)
     assert "best_state" not in checkpoint["state"] and "optimizers" in checkpoint
     weights = torch.load(folder / best_file)
@@ -324,3 +333,15 @@ def test_the_best_weights_live_apart_from_the_optimizer_checkpoint(tmp_path):
     resumed = train_worker(job)
     assert resumed["epochs_trained"] == 5 and resumed["auc"] >= 0.8
     assert len(list(folder.glob("best-epoch*.pt"))) == 1
+
+
+def test_checkpoints_trained_with_other_settings_are_refused_before_training(tmp_path):
+    """A finished run would be reported, a stopped one resumed, as if trained with the new settings."""
+    job = _ctr_job("din", 3e-2, tmp_path)
+    job.epochs = job.patience = 1
+    train_worker(job)
+    check_settings(job)  # the same settings: reused as before
+    job.learning_rate, job.params = 1e-2, {**job.params, "embedding_dim": 8}
+    with pytest.raises(ConfigError, match=r"learning_rate 0.03 -> 0.01.*remove that folder") as refused:
+        check_settings(job)
+    assert "params" in str(refused.value) and str(Path(job.checkpoint_dir, job.name)) in str(refused.value)
