@@ -21,6 +21,7 @@ from ray_workers.answer import current_answers
 from ray_workers.backends import model_id
 from ray_workers.delta_io import RsLake
 from ray_workers.encode import UNCHANGED_KEYS, encoded_vectors
+from ray_workers.extract import OK
 from ray_workers.staging import INPUTS, RunFolder, StagedRows, handed_off_tallies, write_part
 from reki_spark import console
 from reki_spark.config import RekiConfig
@@ -42,7 +43,7 @@ def texts_to_encode(prompts: pd.DataFrame, answers: pd.DataFrame, encoded: pd.Da
     """`ray_workers.encode.texts_to_encode` over pandas: the prompts' texts, less those whose
     vector (`encoded`: UNCHANGED_KEYS of the encoder's vectors) was encoded from the same inputs."""
     rows = prompts.merge(answers, on="prompt_id")
-    ok = rows["status"] == "ok"
+    ok = rows["status"] == OK
     answered = (rows["context"].fillna("") + " " + rows["text"].fillna("")).str.strip()
     texts = rows.assign(
         source=rows["mode"],
