@@ -36,11 +36,11 @@ from ray_workers.extract import (
 )
 from ray_workers.ray_session import start_ray
 from ray_workers.staging import (
-    INPUTS,
     RunFolder,
     StagedRows,
     handed_off_tallies,
     handed_over_parts,
+    input_folder,
     read_input,
     write_part,
 )
@@ -109,18 +109,14 @@ def answer(config: RekiConfig) -> ExtractionSummary:
     settings = config.llm
     model = model_id(settings)
     with ledger_entry(StagedRows(config.lake), "extract") as record:
-        inputs = RunFolder(config.lake, f"{INPUTS}/extract")
-        try:
-            with inputs.renewed(), backend_outage():
-                lake = RsLake(config.lake)
-                pending = stage_pending_prompts(lake, model, settings.retry_failed, settings.max_prompts, inputs)
-                summary = ExtractionSummary(model, pending, 0, 0, 0, 0, 0, 0)
-                if pending:
-                    start_ray(config.ray)
-                    answers = llm_answers(read_input(inputs, pending, settings.batch_size), settings)
-                    tally_answers(handed_off_tallies(config.lake, answers, KNOWLEDGE, batch_summary), summary)
-        finally:
-            inputs.remove()
+        with input_folder(config.lake, "extract") as inputs, backend_outage():
+            lake = RsLake(config.lake)
+            pending = stage_pending_prompts(lake, model, settings.retry_failed, settings.max_prompts, inputs)
+            summary = ExtractionSummary(model, pending, 0, 0, 0, 0, 0, 0)
+            if pending:
+                start_ray(config.ray)
+                answers = llm_answers(read_input(inputs, pending, settings.batch_size), settings)
+                tally_answers(handed_off_tallies(config.lake, answers, KNOWLEDGE, batch_summary), summary)
         record_summary(record, summary)
     report(summary)
     print(f"answers staged under {config.lake}: the next `reki extract` on the Spark side merges them")

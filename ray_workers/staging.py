@@ -274,11 +274,19 @@ def staged_input(frame: DataFrame, root: str, stage: str) -> Iterator[tuple[RunF
     and removes it afterwards, whatever happened."""
     for folder in _dead_folders(root, f"{INPUTS}/{stage}"):
         folder.remove()
+    with input_folder(root, stage) as folder:
+        frame.write.mode("append").parquet(storage.spark_uri(folder.location))
+        yield folder, frame.sparkSession.read.parquet(storage.spark_uri(folder.location)).count()
+
+
+@contextmanager
+def input_folder(root: str, stage: str) -> Iterator[RunFolder]:
+    """A new input folder of `stage` under `<root>/_staging/inputs/`, its lease renewed while the
+    block runs, removed afterwards whatever happened."""
     folder = RunFolder(root, f"{INPUTS}/{stage}")
     try:
         with folder.renewed():
-            frame.write.mode("append").parquet(storage.spark_uri(folder.location))
-            yield folder, frame.sparkSession.read.parquet(storage.spark_uri(folder.location)).count()
+            yield folder
     finally:
         folder.remove()
 

@@ -22,7 +22,7 @@ from ray_workers.backends import model_id
 from ray_workers.delta_io import RsLake
 from ray_workers.encode import UNCHANGED_KEYS, encoded_vectors
 from ray_workers.extract import OK
-from ray_workers.staging import INPUTS, RunFolder, StagedRows, handed_off_tallies, write_part
+from ray_workers.staging import RunFolder, StagedRows, handed_off_tallies, input_folder, write_part
 from reki_spark import console
 from reki_spark.config import RekiConfig
 from reki_spark.lake import KNOWLEDGE_VECTORS, PROMPTS, SOURCE_HASH_COLUMNS, SOURCE_HASH_SEPARATOR
@@ -76,18 +76,14 @@ def encode_here(config: RekiConfig) -> int:
     """Encodes what is pending and hands the vectors over; returns how many."""
     encoder_id = config.encoder.model
     with ledger_entry(StagedRows(config.lake), "encode") as record:
-        inputs = RunFolder(config.lake, f"{INPUTS}/encode")
-        try:
-            with inputs.renewed():
-                lake = RsLake(config.lake)
-                pending = stage_pending_texts(lake, model_id(config.llm), encoder_id, inputs)
-                if pending:
-                    vectors = encoded_vectors(config, inputs, pending)
-                    with console.progress(pending, "encode", "text") as progress:
-                        for tally in handed_off_tallies(config.lake, vectors, KNOWLEDGE_VECTORS):
-                            progress.update(tally["rows"])
-        finally:
-            inputs.remove()
+        with input_folder(config.lake, "encode") as inputs:
+            lake = RsLake(config.lake)
+            pending = stage_pending_texts(lake, model_id(config.llm), encoder_id, inputs)
+            if pending:
+                vectors = encoded_vectors(config, inputs, pending)
+                with console.progress(pending, "encode", "text") as progress:
+                    for tally in handed_off_tallies(config.lake, vectors, KNOWLEDGE_VECTORS):
+                        progress.update(tally["rows"])
         record.rows_in = record.rows_out = pending
         record.details = {"encoder_id": encoder_id, "model_id": model_id(config.llm), "handed_over": pending}
     print(f"encode [{encoder_id}]: {pending} vectors staged under {config.lake}: the next `reki encode` merges them")

@@ -348,8 +348,13 @@ def _end_of_epoch(
     return state["bad_epochs"] >= job.patience
 
 
+def _run_folder(spec: ModelSpec) -> str:
+    """The run's checkpoints: `last.pt`, `best-epoch<N>.pt` and `settings.json`."""
+    return storage.join(spec.checkpoint_dir, spec.name)
+
+
 def _checkpoint_path(spec: ModelSpec) -> str:
-    return storage.join(spec.checkpoint_dir, spec.name, "last.pt")
+    return storage.join(_run_folder(spec), "last.pt")
 
 
 def run_settings(job: TrainJob) -> dict[str, Any]:
@@ -369,14 +374,14 @@ def run_settings(job: TrainJob) -> dict[str, Any]:
 def check_settings(job: TrainJob) -> None:
     """Refuses a run whose checkpoints were trained with other settings: it would resume them, or
     report a finished run as if trained with these (run on the driver, before any rank starts)."""
-    path = storage.join(job.checkpoint_dir, job.name, SETTINGS_FILE)
+    path = storage.join(_run_folder(job), SETTINGS_FILE)
     if job.model == MOSTPOP or not storage.exists(path):
         return
     saved, now = json.loads(storage.read_text(path)), run_settings(job)
     changed = [f"{key} {_short(saved.get(key))} -> {_short(now.get(key))}" for key in now if saved.get(key) != now[key]]
     if changed:
         raise ConfigError(
-            f"{job.name}: its checkpoints under {storage.join(job.checkpoint_dir, job.name)} were trained with "
+            f"{job.name}: its checkpoints under {_run_folder(job)} were trained with "
             f"other settings ({'; '.join(changed)}): remove that folder to train it anew, or use another output"
         )
 
@@ -390,7 +395,11 @@ def _best_path(spec: ModelSpec, epoch: int) -> str:
     """The best epoch's weights alone, apart from the checkpoint's optimizer state (export and
     re-scoring load only this). Named by epoch: a crash between it and `last.pt` leaves the
     checkpoint's own best file in place."""
-    return storage.join(spec.checkpoint_dir, spec.name, f"{BEST_PREFIX}{epoch}.pt")
+    return storage.join(_run_folder(spec), f"{BEST_PREFIX}{epoch}.pt")
+
+
+def _best_files(spec: ModelSpec) -> list[str]:
+    return [f for f in storage.list_files(_run_folder(spec), ".pt") if posixpath.basename(f).startswith(BEST_PREFIX)]
 
 
 BEST_PREFIX = "best-epoch"
@@ -446,12 +455,11 @@ def _save(job: TrainJob, model: nn.Module, optimizer: RunOptimizer, state: dict[
     if state.get("best_saved") != best:
         storage.save_torch(state["best_state"], _best_path(job, best))
         state["best_saved"] = best
-    storage.write_text(storage.join(job.checkpoint_dir, job.name, SETTINGS_FILE), json.dumps(run_settings(job)))
+    storage.write_text(storage.join(_run_folder(job), SETTINGS_FILE), json.dumps(run_settings(job)))
     kept = {k: v for k, v in state.items() if k != "best_state"}
     storage.save_torch({"model": model.state_dict(), **optimizer.state_dict(), "state": kept}, _checkpoint_path(job))
-    current = _best_path(job, best)
-    for stale in storage.list_files(storage.join(job.checkpoint_dir, job.name), ".pt"):
-        if posixpath.basename(stale).startswith(BEST_PREFIX) and stale != current:
+    for stale in _best_files(job):
+        if stale != _best_path(job, best):
             storage.delete_tree(stale)
 
 
@@ -459,8 +467,7 @@ def best_model(spec: ModelSpec) -> nn.Module:
     """The best epoch's model of a finished run, from its weights file alone (MostPop has none)."""
     if spec.model == MOSTPOP:
         return build_model(spec)
-    folder = storage.join(spec.checkpoint_dir, spec.name)
-    best = [f for f in storage.list_files(folder, ".pt") if posixpath.basename(f).startswith(BEST_PREFIX)]
+    best = _best_files(spec)
     if len(best) != 1:
         raise FileNotFoundError(f"no finished run {spec.name} under {spec.checkpoint_dir}: run `reki train` first")
     model = build_model(spec)

@@ -140,13 +140,15 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
     }
     # shuffled and random_vectors derive from the collective vectors (read once), anew for every seed.
     seeded: dict[tuple[str, int], KnowledgeArrays] = {}
-    if clusters is not None and set(PER_SEED_MODES) & set(training.knowledge):
+    per_seed = set(PER_SEED_MODES) & set(training.knowledge)
+    if clusters is not None and per_seed:
         collective = arrays.get("collective") or knowledge_arrays(
             lake, vocab, "collective", config.encoder.model, clusters
         )
-        for mode in set(PER_SEED_MODES) & set(training.knowledge):
+        for mode in per_seed:
             seeded |= {(mode, seed): seeded_arrays(mode, collective, clusters, seed) for seed in training.seeds}
     rows = clusters.entity_rows(lake) if clusters is not None else None
+    commit = code_version()  # one git call for every job of the run
     for task, models in _tasks(training.models).items():
         view = _task_view(lake, vocab, sizes, task, config, rows, _evaluation_folder(output, task))
         # Whole row groups are the shards (see training.row_group_bytes).
@@ -159,7 +161,7 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
                 for mode in ["none"] if model == MOSTPOP else training.knowledge:
                     for seed in training.seeds:
                         knowledge = seeded[mode, seed] if mode in PER_SEED_MODES else arrays.get(mode)
-                        yield _train_job(config, view, converter, model, mode, knowledge, seed)
+                        yield _train_job(config, view, converter, model, mode, knowledge, seed, commit)
         finally:
             converter.delete()
 
@@ -172,6 +174,7 @@ def _train_job(
     mode: str,
     knowledge: KnowledgeArrays | None,
     seed: int,
+    commit: str,
 ) -> TrainJob:
     training = config.training
     settings = training.optimisation(model)
@@ -195,7 +198,7 @@ def _train_job(
         predictions_root=storage.join(config.output, "predictions") if training.predictions else None,
         storage_settings=storage.current(),
         use_gpu=training.use_gpu,
-        commit=code_version(),
+        commit=commit,
         **settings,
     )
 
