@@ -57,10 +57,20 @@ def prompt_window_size(length: Column, settings: FeaturesConfig) -> Column:
     return F.greatest(F.lit(0), F.least(by_rule, F.lit(window.cap), length - RESERVED_TAIL)).cast("int")
 
 
+SECONDS_PER_DAY = 86_400
+
+
+def interaction_order(settings: FeaturesConfig) -> list[Column]:
+    """The sort keys of a user's interactions (`features.order`). Ties keep the source order: many
+    MovieLens users rate several movies within one second."""
+    # ts is in seconds since the epoch (ingest's range check), so the UTC day needs no time zone.
+    first = F.floor(F.col("ts") / SECONDS_PER_DAY) if settings.order == "kar" else F.col("ts")
+    return [first, F.col("source_line"), F.col("item_id")]
+
+
 def _positioned(interactions: DataFrame, settings: FeaturesConfig) -> DataFrame:
-    """Each interaction with its 0-based position in the user's time order; equal timestamps keep
-    the source order (many MovieLens users rate several movies within one second)."""
-    order = Window.partitionBy("user_id").orderBy("ts", "source_line", "item_id")
+    """Each interaction with its 0-based position in the user's order (`interaction_order`)."""
+    order = Window.partitionBy("user_id").orderBy(*interaction_order(settings))
     length = F.count(F.lit(1)).over(Window.partitionBy("user_id"))
     return interactions.select(
         "*",

@@ -152,17 +152,42 @@ def test_an_item_seen_in_the_prompt_window_never_becomes_a_sample(spark, make_co
     u2 rates a a: two interactions leave no window (both are the leave-one-out targets), so both
     are samples, the repeat too."""
     config = make_config()
-    lake = Lake(spark, config.lake)
     sequence = ["a", "b", "c", "d", "e", "a", "f", "g", "f", "h"]
     rows = [("u1", item, 4.0, 1_000 + position, position) for position, item in enumerate(sequence)]
     rows += [("u2", "a", 2.0, 1_000, 20), ("u2", "a", 5.0, 2_000, 21)]
-    lake.overwrite(spark.createDataFrame(rows, SCHEMAS[INTERACTIONS]), INTERACTIONS)
-    users = [("u1", "F", 30, "writer", None), ("u2", "M", 40, "artist", None)]
-    lake.overwrite(spark.createDataFrame(users, SCHEMAS[USERS]), USERS)
-    items = [(item, item.upper(), 2000, ["Drama"], None, None, None) for item in sorted(set(sequence))]
-    lake.overwrite(spark.createDataFrame(items, SCHEMAS[ITEMS]), ITEMS)
-    build_features(spark, config)
+    lake = _features_of(spark, config, rows)
     samples = sorted((r["user_id"], r["position"], r["item_id"]) for r in lake.read(SAMPLES).collect())
     assert samples == [("u1", 6, "f"), ("u1", 7, "g"), ("u1", 8, "f"), ("u1", 9, "h"), ("u2", 0, "a"), ("u2", 1, "a")]
     windows = sorted((r["position"], r["item_id"]) for r in lake.read(PROMPT_WINDOWS).collect())
     assert windows == list(enumerate(["a", "b", "c", "d", "e"]))
+
+
+def _features_of(spark, config, interactions: list[tuple]) -> Lake:
+    """Features built from these (user, item, rating, ts, source_line) rows alone."""
+    lake = Lake(spark, config.lake)
+    lake.overwrite(spark.createDataFrame(interactions, SCHEMAS[INTERACTIONS]), INTERACTIONS)
+    users = [(user, "F", 30, "writer", None) for user in sorted({row[0] for row in interactions})]
+    lake.overwrite(spark.createDataFrame(users, SCHEMAS[USERS]), USERS)
+    items = [(item, item.upper(), 2000, ["Drama"], None, None, None) for item in sorted({r[1] for r in interactions})]
+    lake.overwrite(spark.createDataFrame(items, SCHEMAS[ITEMS]), ITEMS)
+    build_features(spark, config)
+    return lake
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [("timestamp", ["b", "c", "a", "d", "e", "f"]), ("kar", ["a", "b", "c", "e", "d", "f"])],
+)
+def test_kar_order_sorts_by_utc_day_and_keeps_the_file_order_within_a_day(spark, make_config, order, expected):
+    """KAR sorts ML-1M by calendar date (UTC), stably: within a day the file's order stands, not
+    the clock's. Day 0 holds a (file line 1, 23:00), b (line 2, 01:00), c (line 3, 02:00); day 1
+    holds e (line 4, 00:00:05) and d (line 5, 00:00:01); f is on day 2 at file line 0."""
+    day = 86_400
+    clock = {"a": 23 * 3_600, "b": 3_600, "c": 2 * 3_600, "e": day + 5, "d": day + 1, "f": 2 * day}
+    lines = {"f": 0, "a": 1, "b": 2, "c": 3, "e": 4, "d": 5}
+    rows = [("u1", item, 4.0, clock[item], line) for item, line in lines.items()]
+    lake = _features_of(spark, make_config(f"features.order={order}"), rows)
+    (history,) = lake.read(USER_HISTORIES).collect()
+    assert history["item_ids"] == expected
+    window = [r["item_id"] for r in lake.read(PROMPT_WINDOWS).orderBy("position").collect()]
+    assert window == expected[:3]  # the half rule: (6 + 1) // 2
