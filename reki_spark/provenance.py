@@ -1,16 +1,53 @@
-"""Which code produced a result, recorded beside it (`metrics.json`, the training checkpoints):
-results that span commits can then be told apart, and a table's runs checked to share one."""
+"""Which code and settings produced a result, recorded beside it (`metrics.json`, the training
+checkpoints): results that span commits or settings can then be told apart, and a table's runs
+checked to share one of each."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
 from importlib import metadata
 from pathlib import Path
+from typing import Any
+
+from reki_spark.config import RekiConfig
 
 # Set where no git checkout is at hand: images and wheels built from a commit (infra/docker/*).
 COMMIT_ENV = "REKI_COMMIT"
 DIRTY = "+dirty"
+# Where a run reads and writes, how its processes run, and which runs a command selects: none of
+# it changes one run's result (a record names its own model, knowledge and seed), and the same
+# experiment run from two machines or two `--set training.seeds=...` commands keeps one hash.
+NOT_HASHED = {
+    "lake": None,
+    "output": None,
+    "storage": None,
+    "spark": None,
+    "ray": None,
+    "tracking": None,
+    "dataset": {"path", "download_url"},
+    "knowledge": {"imported"},
+    "training": {"models", "knowledge", "seeds", "distributor_local_mode"},
+}
+
+
+def config_hash(config: RekiConfig) -> str:
+    """The first 16 hex digits of the sha256 of the resolved settings that decide a run's result
+    (everything but `NOT_HASHED`), as sorted JSON."""
+    settings: dict[str, Any] = config.model_dump(mode="json")
+    for section, keys in NOT_HASHED.items():
+        if keys is None:
+            settings.pop(section, None)
+        else:
+            settings[section] = {k: v for k, v in settings[section].items() if k not in keys}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def run_provenance(config: RekiConfig) -> dict[str, str]:
+    """What every training record carries: the code and the settings' hash."""
+    return {"commit": code_version(), "config_hash": config_hash(config)}
 
 
 def code_version() -> str:

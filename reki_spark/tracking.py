@@ -21,6 +21,8 @@ from reki_spark.config import RekiConfig
 
 MAX_BATCH = 100  # MLflow's per-call limit on params and on metrics batches kept small
 RUN_KEYS = ("task", "model", "knowledge", "seed")
+# Tags too: which code and settings (reki_spark/provenance.py) trained the run.
+PROVENANCE_KEYS = ("commit", "config_hash")
 
 
 def local_store(config: RekiConfig) -> Path:
@@ -49,7 +51,7 @@ def log_training_run(config: RekiConfig, result: dict[str, Any], history: list[d
 
     client, experiment = _client(config)
     name = "-".join(str(result[key]) for key in RUN_KEYS)
-    tags = {key: str(result[key]) for key in RUN_KEYS} | {"commit": str(result.get("commit", ""))}
+    tags = {key: str(result[key]) for key in RUN_KEYS} | {key: str(result.get(key, "")) for key in PROVENANCE_KEYS}
     run = client.create_run(experiment, run_name=name, tags=tags)
     run_id = run.info.run_id
     now = int(time.time() * 1000)

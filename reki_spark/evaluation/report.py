@@ -134,7 +134,7 @@ def comparisons(summary: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _verdict(summary: pd.DataFrame) -> list[str]:
+def verdict_lines(summary: pd.DataFrame) -> list[str]:
     lines = []
     for _, row in comparisons(summary).iterrows():
         result: Comparison = row["comparison"]
@@ -210,7 +210,7 @@ def holm(p_values: list[float]) -> list[float]:
     return adjusted
 
 
-def _llm_verdict(summary: pd.DataFrame) -> list[str]:
+def llm_verdict(summary: pd.DataFrame) -> list[str]:
     """Each collective set against the controls on its groups, every comparison the section makes
     Holm-corrected together: the effect is the LLM's text only where all three tests of
     `_text_tests` come out better."""
@@ -343,8 +343,8 @@ def results_lines(summary: pd.DataFrame, chart_name: str) -> list[str]:
         *lines,
         "## What the numbers say",
         "",
-        *(_verdict(summary) or ["- (no knowledge setting to compare)"]),
-        *_llm_verdict(summary),
+        *(verdict_lines(summary) or ["- (no knowledge setting to compare)"]),
+        *llm_verdict(summary),
         "",
         f"![comparison]({chart_name})",
         "",

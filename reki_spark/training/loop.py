@@ -101,9 +101,10 @@ class TrainJob(ModelSpec):
     storage_settings: storage.StorageSettings = field(default_factory=storage.StorageSettings)
     # Model and batches on the rank's GPU (TorchDistributor's use_gpu gives each rank one).
     use_gpu: bool = False
-    # The code that runs it (provenance.code_version, taken on the driver): kept in the checkpoint
-    # when the run finishes, so a finished run reused later still reports the code that trained it.
-    commit: str = ""
+    # The code and settings that run it (provenance.run_provenance, taken on the driver): kept in
+    # the checkpoint when the run finishes, so a finished run reused later still reports the code
+    # and settings that trained it.
+    provenance: dict[str, str] = field(default_factory=dict)
 
     @property
     def predictions_dir(self) -> str | None:
@@ -240,7 +241,7 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
         model.load_state_dict(state["best_state"])
         state["test"] = evaluate(job, model, "test", rank, world)
         state["finished"] = True
-        state["commit"] = job.commit
+        state["provenance"] = job.provenance
         if rank == 0:
             _save(job, model, optimizer, state)
     if rank != 0:
@@ -253,7 +254,7 @@ def _train_rank(job: TrainJob, rank: int, world: int) -> dict[str, Any]:
         "steps": state["steps"],
         "train_seconds": round(state.get("seconds", 0.0), 2),
         "processes": world,
-        "commit": state.get("commit", "unknown (finished before commits were recorded)"),
+        **_recorded_provenance(state),
         "replica_checksums": checksums,
         "rank_steps": rank_steps,
         "history": state.get("history", []),
@@ -271,8 +272,16 @@ def _counted_baseline(job: TrainJob, model: nn.Module) -> dict[str, Any]:
         "steps": 0,
         "train_seconds": round(time.perf_counter() - started, 2),
         "processes": 1,
-        "commit": job.commit,
+        **job.provenance,
     }
+
+
+def _recorded_provenance(state: dict[str, Any]) -> dict[str, str]:
+    """The provenance a finished run kept; runs finished before it was recorded in full say so."""
+    unknown = "unknown (finished before it was recorded)"
+    if "provenance" in state:
+        return state["provenance"]
+    return {"commit": state.get("commit", unknown), "config_hash": unknown}
 
 
 def distributed(trained: nn.Module, device: torch.device) -> nn.parallel.DistributedDataParallel:

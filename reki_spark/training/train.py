@@ -22,7 +22,7 @@ from reki_spark.evaluation.metrics import PRIMARY
 from reki_spark.lake import VOCAB, Lake
 from reki_spark.ledger import ledger_entry
 from reki_spark.models import CTR_MODELS, CtrSchema, HeinSettings, SeqSchema
-from reki_spark.provenance import code_version
+from reki_spark.provenance import run_provenance
 from reki_spark.training.data import (
     KEYED_BY_CLUSTER,
     PER_SEED_MODES,
@@ -148,7 +148,7 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
         for mode in per_seed:
             seeded |= {(mode, seed): seeded_arrays(mode, collective, clusters, seed) for seed in training.seeds}
     rows = clusters.entity_rows(lake) if clusters is not None else None
-    commit = code_version()  # one git call for every job of the run
+    provenance = run_provenance(config)  # one git call for every job of the run
     for task, models in _tasks(training.models).items():
         view = _task_view(lake, vocab, sizes, task, config, rows, _evaluation_folder(output, task))
         # Whole row groups are the shards (see training.row_group_bytes).
@@ -161,7 +161,7 @@ def _jobs(spark: SparkSession, config: RekiConfig) -> Iterator[TrainJob]:
                 for mode in ["none"] if model == MOSTPOP else training.knowledge:
                     for seed in training.seeds:
                         knowledge = seeded[mode, seed] if mode in PER_SEED_MODES else arrays.get(mode)
-                        yield _train_job(config, view, converter, model, mode, knowledge, seed, commit)
+                        yield _train_job(config, view, converter, model, mode, knowledge, seed, provenance)
         finally:
             converter.delete()
 
@@ -174,7 +174,7 @@ def _train_job(
     mode: str,
     knowledge: KnowledgeArrays | None,
     seed: int,
-    commit: str,
+    provenance: dict[str, str],
 ) -> TrainJob:
     training = config.training
     settings = training.optimisation(model)
@@ -198,7 +198,7 @@ def _train_job(
         predictions_root=storage.join(config.output, "predictions") if training.predictions else None,
         storage_settings=storage.current(),
         use_gpu=training.use_gpu,
-        commit=commit,
+        provenance=provenance,
         **settings,
     )
 

@@ -20,7 +20,7 @@ from reki_spark.evaluation.metrics import CtrSums
 from reki_spark.evaluation.report import write_report
 from reki_spark.lake import PREDICTIONS, SAMPLES, SEQUENCES, Lake
 from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS
-from reki_spark.provenance import code_version
+from reki_spark.provenance import code_version, config_hash
 from reki_spark.training.data import CTR_FIELDS
 from reki_spark.training.feeding import PetastormBatches
 from reki_spark.training.loop import CRASH_AFTER_STEPS_ENV, MOSTPOP
@@ -62,7 +62,8 @@ def test_every_backbone_trains_with_and_without_knowledge(spark, trained_lake):
         assert (record["steps"] > 0 and record["epochs_trained"] == 1) == trained
     stored = json.loads((Path(config.output) / "metrics.json").read_text())
     assert len(stored) == len(ALL_MODELS) * 2 + 2  # MostPop once per task
-    assert {record["commit"] for record in stored} == {code_version()}  # each names the code that trained it
+    # Each names the code that trained it and the settings' hash.
+    assert {(record["commit"], record["config_hash"]) for record in stored} == {(code_version(), config_hash(config))}
     report = write_report(spark, config)
     text = Path(report).read_text()
     assert "| din | collective | 1 |" in text and "## Cost ledger" in text and "| extract |" in text

@@ -80,10 +80,10 @@ CONTROLS = {"shuffled": 0.70, "random_vectors": 0.70, "cluster_only": 0.70, "col
     ],
 )
 def test_knowledge_counts_as_the_llms_only_when_all_three_text_tests_come_out_better(changed, shown):
-    from reki_spark.evaluation.report import _llm_verdict
+    from reki_spark.evaluation.report import llm_verdict
 
     summary = summarize(_ctr_records({"none": 0.69, "collective": 0.72, **CONTROLS, **changed}))
-    line, count = _llm_verdict(summary)
+    line, count = llm_verdict(summary)
     assert ("an effect of the LLM's text is shown." in line) == shown
     assert "`collective_plus_ids` vs `cluster_only` " in line
     assert count.endswith("over the 3 tests of the LLM's text above.")
@@ -98,7 +98,7 @@ def test_holm_multiplies_the_smallest_p_by_the_test_count_and_keeps_the_order():
 
 def test_a_difference_significant_alone_is_not_after_holm():
     """p between 0.05 / 3 and 0.05 on each of three tests: better alone, not once corrected for three."""
-    from reki_spark.evaluation.report import _llm_verdict
+    from reki_spark.evaluation.report import llm_verdict
 
     control = [0.700, 0.706, 0.694, 0.703, 0.697]
     text = [0.708, 0.714, 0.702, 0.711, 0.705]
@@ -111,25 +111,25 @@ def test_a_difference_significant_alone_is_not_after_holm():
     ]
     alone = welch(text, control)
     assert alone.verdict == "better" and 0.05 / 3 < alone.p_value < 0.05
-    line, _ = _llm_verdict(summarize(records))
+    line, _ = llm_verdict(summarize(records))
     assert "is not shown" in line and "Holm" in line
 
 
 def test_another_llms_collective_set_is_held_to_the_same_controls():
-    from reki_spark.evaluation.report import _llm_verdict
+    from reki_spark.evaluation.report import llm_verdict
 
     means = {"none": 0.69, "collective": 0.72, "collective_qwen05": 0.70, **CONTROLS}
-    lines = _llm_verdict(summarize(_ctr_records(means)))
+    lines = llm_verdict(summarize(_ctr_records(means)))
     assert [line.split("`")[1] for line in lines[:2]] == ["collective", "collective_qwen05"]
     assert lines[0].endswith("is shown.") and not lines[1].endswith("is shown.")
     assert lines[2].endswith("over the 6 tests of the LLM's text above.")
 
 
 def test_a_collective_set_on_its_own_groups_is_held_to_its_own_controls():
-    from reki_spark.evaluation.report import _llm_verdict
+    from reki_spark.evaluation.report import llm_verdict
 
     means = {"none": 0.69, "collective": 0.72, **CONTROLS, "collective_smollm2": 0.72, "cluster_only_smollm2": 0.70}
-    line = _llm_verdict(summarize(_ctr_records(means)))[1]
+    line = llm_verdict(summarize(_ctr_records(means)))[1]
     assert "`collective_smollm2` vs `shuffled_smollm2`: not trained" in line
     assert "`collective_plus_ids_smollm2` vs `cluster_only_smollm2`: not trained" in line
     assert "vs `cluster_only` " not in line and line.endswith("after Holm).")
@@ -153,3 +153,15 @@ def test_the_headline_of_runs_without_a_value_says_so_instead_of_failing():
     records = [{"task": "ctr", "model": "din", "knowledge": "none", "seed": 1, "auc": math.nan, "logloss": 0.5}]
     records += [{"task": "ctr", "model": "mostpop", "knowledge": "none", "seed": 1, "auc": 0.6, "logloss": 0.6}]
     assert headline(summarize(records)) == "ctr: no learned model has a auc value (MostPop only)"
+
+
+def test_the_tables_script_prints_each_arm_per_backbone_and_flags_mixed_commits():
+    from bench.knowledge_tables import tables
+
+    records = _ctr_records({"none": 0.69, "collective": 0.72})
+    for record in records:
+        record |= {"commit": "abc", "config_hash": "f00"}
+    text = "\n".join(tables(records))
+    assert "| collective | 0.7203 ± 0.0002 (5) | +4.35%, " in text and "warning" not in text
+    records[0]["commit"] = "def"
+    assert "**warning: the runs do not share one known commit**" in "\n".join(tables(records))
