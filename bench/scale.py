@@ -50,6 +50,9 @@ def _settings(size: int, folder: Path) -> list[str]:
         f"dataset.sample.interactions={size}",
         f"dataset.sample.users={size // 100}",
         f"dataset.sample.items={size // 1000}",
+        # Skew as real logs have it (issue 28): 30% light users with ~3 interactions each (some
+        # cold), so empty user views occur, beside the heavy tail and Zipf popularity.
+        "dataset.sample.light_users=0.3",
         f"spark.shuffle_partitions={max(16, size // ROWS_PER_PARTITION)}",
         "spark.driver_memory=12g",
         "spark.ui=true",

@@ -35,6 +35,18 @@ class SampleSize(_Strict):
     users: int = Field(2000, ge=1)
     items: int = Field(1000, ge=12)
     interactions: int = Field(100_000, ge=1)
+    # Light users: this share of the users (the last ids) draws uniformly among themselves, about
+    # light_interactions each (a Poisson count: some none, most 1-5), as real logs hold many users
+    # with a handful of interactions; the rest keep the heavy-tailed law. 0: none (the default
+    # sample; the scale benchmark sets them, so that empty views occur at scale).
+    light_users: float = Field(0.0, ge=0.0, lt=1.0)
+    light_interactions: float = Field(3.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _light_draws_fit(self) -> SampleSize:
+        if self.light_users * self.users * self.light_interactions >= self.interactions:
+            raise ValueError("dataset.sample: light_users x users x light_interactions must stay below interactions")
+        return self
 
 
 class TableSources(_Strict):

@@ -8,6 +8,8 @@ Activity is heavy-tailed and popularity within a genre follows Zipf's law, as in
 
 from __future__ import annotations
 
+import math
+
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -115,9 +117,26 @@ ACTIVITY_SKEW = 2.0
 POPULARITY_WEIGHT = 0.8
 
 
+UNIFORM_LEVELS = 1_000_003
+# Above this many users the user draw takes two hashes (about 1e12 levels): with one hash's
+# 1,000,003 levels, floor(U * u^2) skips users once the levels near u = 1 are more than one user
+# apart (from U ~ 5e5: about a quarter of 1e6 users were never drawn) and aliases before that. The
+# default sample (2,000 users) keeps its one-hash draws, and with them its published numbers.
+FINE_USER_DRAW_ABOVE = 10_000
+
+
 def _uniform(seed: int, purpose: str, *columns: Column | str) -> Column:
     """A deterministic value in [0, 1) from the hash of (seed, purpose, columns)."""
-    return F.pmod(F.xxhash64(F.lit(seed), F.lit(purpose), *columns), F.lit(1_000_003)) / F.lit(1_000_003.0)
+    return F.pmod(F.xxhash64(F.lit(seed), F.lit(purpose), *columns), F.lit(UNIFORM_LEVELS)) / F.lit(
+        float(UNIFORM_LEVELS)
+    )
+
+
+def _fine_uniform(seed: int, purpose: str, *columns: Column | str) -> Column:
+    """`_uniform` refined by a second hash below its level spacing: about 1e12 levels."""
+    return _uniform(seed, purpose, *columns) + _uniform(seed, f"{purpose}:fine", *columns) / F.lit(
+        float(UNIFORM_LEVELS)
+    )
 
 
 def _pick(options: list, index: Column) -> Column:
@@ -240,7 +259,7 @@ def _drawn_pair(seed: int, size: SampleSize, draw: Column) -> tuple[Column, Colu
     most active user draws about sqrt(U) times the mean, the least active half of it); the genre
     follows the user's tastes; within a genre, item popularity follows Zipf's law (rank k drawn
     with probability ~ 1 / (k + 1))."""
-    user = F.floor(F.lit(size.users) * F.pow(_uniform(seed, "user", draw), ACTIVITY_SKEW)).cast("long")
+    user = drawn_user(seed, size, draw)
     favourite, second, disliked = _user_tastes(seed, user)
     n_genres = len(GENRE_NAMES)
     choice = _uniform(seed, "choice", draw)
@@ -253,6 +272,22 @@ def _drawn_pair(seed: int, size: SampleSize, draw: Column) -> tuple[Column, Colu
     # Items of genre g are g, g + G, g + 2G, ...; its item of rank k is g + k G.
     rank = F.least(_zipf_rank(seed, _items_in_genre(size, genre), draw), _items_in_genre(size, genre) - 1)
     return user.alias("user"), (genre + rank * n_genres).alias("item")
+
+
+def drawn_user(seed: int, size: SampleSize, draw: Column) -> Column:
+    """The 0-based user of one draw: the heavy-tailed law over the active users; a light user
+    (uniform among the last `light_users` share of ids) for the share of draws that gives each
+    about `light_interactions`."""
+    light = math.floor(size.users * size.light_users)
+    active = size.users - light
+    fine = size.users > FINE_USER_DRAW_ABOVE
+    u = (_fine_uniform if fine else _uniform)(seed, "user", draw)
+    heavy = F.floor(F.lit(active) * F.pow(u, ACTIVITY_SKEW)).cast("long")
+    if not light:
+        return heavy
+    light_share = light * size.light_interactions / size.interactions
+    light_user = active + F.floor(_uniform(seed, "light_user", draw) * light).cast("long")
+    return F.when(_uniform(seed, "light", draw) < light_share, light_user).otherwise(heavy)
 
 
 def _items_in_genre(size: SampleSize, genre: Column) -> Column:

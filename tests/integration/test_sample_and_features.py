@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from pyspark.sql import functions as F
 
+from reki_spark.config import SampleSize
 from reki_spark.data.ingest import ingest
-from reki_spark.data.sample import GENRE_NAMES, planted_tastes
+from reki_spark.data.sample import GENRE_NAMES, drawn_user, planted_tastes
 from reki_spark.features import build_features
 from reki_spark.lake import (
     INTERACTIONS,
@@ -191,3 +192,28 @@ def test_kar_order_sorts_by_utc_day_and_keeps_the_file_order_within_a_day(spark,
     assert history["item_ids"] == expected
     window = [r["item_id"] for r in lake.read(PROMPT_WINDOWS).orderBy("position").collect()]
     assert window == expected[:3]  # the half rule: (6 + 1) // 2
+
+
+def test_the_user_draw_reaches_every_user_at_a_million_users(spark):
+    """3e6 draws over 1e6 users: a user of the upper half expects 1.7 draws (82% drawn at least
+    once). One hash's 1,000,003 levels reach at most 58% of them (56% measured)."""
+    size = SampleSize(users=1_000_000, items=1000, interactions=3_000_000)
+    users = spark.range(size.interactions).select(drawn_user(42, size, F.col("id")).alias("user"))
+    upper = users.where(F.col("user") >= size.users // 2).distinct().count()
+    assert upper / (size.users // 2) > 0.75
+
+
+def test_light_users_bring_cold_and_few_interaction_users_beside_heavy_ones(spark, make_config):
+    """Half the users light (3 draws each on average): most of them hold 1-5 interactions, some
+    none (cold users, in `users` only), while the heavy-tailed half reaches hundreds (the busiest
+    user meets most of the 400 items)."""
+    light = ["dataset.sample.light_users=0.5", "dataset.sample.light_interactions=3"]
+    config = make_config("dataset.sample.users=2000", "dataset.sample.items=400", *light)
+    ingest(spark, config)
+    lake = Lake(spark, config.lake)
+    counts = {r["user_id"]: r["count"] for r in lake.read(INTERACTIONS).groupBy("user_id").count().collect()}
+    light_ids = [str(user) for user in range(1001, 2001)]
+    few = sum(1 <= counts.get(user, 0) <= 5 for user in light_ids)
+    cold = sum(user not in counts for user in light_ids)
+    assert few > 700 and 10 < cold < 150  # Poisson(3): 81% with 1-5, 5% with none
+    assert max(counts.values()) > 200 and lake.read(USERS).count() == 2000
