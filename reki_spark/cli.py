@@ -113,7 +113,7 @@ def cmd_refresh(config: RekiConfig, args: argparse.Namespace) -> None:
         }
     print(
         f"refresh: {plan.new_interactions} new interactions, {plan.new_users} new users, {plan.new_items} new "
-        f"items; {len(plan.changed_clusters)} of {plan.clusters} clusters changed; "
+        f"items; {plan.changed_clusters} of {plan.clusters} clusters changed; "
         f"{extraction.answered} prompts asked ({extraction.llm_calls} LLM calls)"
     )
 

@@ -175,6 +175,9 @@ class ClusteringConfig(_Strict):
     # about O(n * sqrt(k)) for the two levels: at 1e5 users (k = 1,000) the flat fit took 20 min
     # on 2 cores (bench/results/ANALYSIS.md, scale).
     max_flat_clusters: int = Field(256, ge=2)
+    # A fitted cluster above this many times its target size is split into parts of about the
+    # target size (k-means leaves dense regions whole; one prompt cannot speak for thousands).
+    max_cluster_ratio: float = Field(3.0, gt=1.0)
 
 
 class KnowledgeImport(_Strict):

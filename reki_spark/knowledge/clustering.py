@@ -40,6 +40,12 @@ from reki_spark.ledger import ledger_entry
 from reki_spark.parquet_files import read_parquet_files
 from reki_spark.text_encoder import TextEncoder
 
+# The fixed cluster of a view's users whose prompt window holds nothing of that view ("user:
+# negative:no-window-items"): their points are all the view's mean, which k-means piled into one
+# cluster beside real members (at scale one huge fit of the two-level path), and with no titles
+# to show, no prompt is rendered for it.
+NO_WINDOW_ITEMS = "no-window-items"
+
 
 def item_text(title: Column, brand: Column, categories: Column) -> Column:
     """What the encoder reads for an item: "<title>. <brand>. <category, category>"."""
@@ -69,13 +75,15 @@ def cluster_entities(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
             )
             for view in views
         ]
-        # Computed once for the three writes: each would otherwise redo the assignment (at 1e8, the
-        # `clusters` write alone shuffled 30 GB doing so).
+        # Computed once for the split and the three writes: each would otherwise redo the
+        # assignment (at 1e8, the `clusters` write alone shuffled 30 GB doing so).
         everyone = union_all(assigned).persist()
-        write_assignments(lake, everyone)
-        users_view_points.unpersist()  # the first write cached `everyone`, which holds the points
-        lake.overwrite(describe_clusters(everyone, clustering.representatives), CLUSTERS)
-        everyone.unpersist()
+        balanced = split_oversized(everyone, clustering, seed).persist()
+        write_assignments(lake, balanced)
+        everyone.unpersist()  # the first write cached `balanced`, which holds the points
+        users_view_points.unpersist()
+        lake.overwrite(describe_clusters(balanced, clustering.representatives), CLUSTERS)
+        balanced.unpersist()
         # One row per view.
         counts = {row["view"]: row["count"] for row in lake.read(CLUSTERS).groupBy("view").count().collect()}
         record.rows_in = items.count() + lake.read(USERS).count()
@@ -107,7 +115,8 @@ def item_embeddings(items: DataFrame, encoder: EncoderConfig) -> DataFrame:
 
 def user_points(lake: Lake, embeddings: DataFrame, label_threshold: float) -> tuple[DataFrame, list[str]]:
     """One row per (user, view): the mean vector of the view's window items, or the view's mean
-    over all window rows where the user has none (`imputed`), so every user lands in a cluster.
+    over all window rows where the user has none (`imputed`: such users go to the view's fixed
+    cluster, `no_window_items_cluster`), so every user lands in a cluster.
 
     Item vectors never travel once per interaction (at 1e8 interactions that shuffle wrote over
     60 GB): window rows move as ids, grouped by user, and each task reads the item vectors from
@@ -176,8 +185,27 @@ def _window_means(files: list[str], batches: Iterator[pd.DataFrame]) -> Iterator
     )
 
 
+def fitted_clusters(frame: DataFrame) -> DataFrame:
+    """The rows of `frame` (with `cluster_id`) outside the fixed clusters: the clusters that get a
+    collective prompt."""
+    return frame.where(~F.col("cluster_id").endswith(f":{NO_WINDOW_ITEMS}"))
+
+
+def no_window_items_cluster(view: Column) -> Column:
+    """The fixed cluster of a view's users with nothing of that view in their prompt window."""
+    return F.concat(F.lit("user:"), view, F.lit(f":{NO_WINDOW_ITEMS}"))
+
+
 def _assign(points: DataFrame, prefix: str, target_size: int, clustering: ClusteringConfig, seed: int) -> DataFrame:
-    """Adds `cluster_id` ("<prefix>:<n>") with about `target_size` members per cluster."""
+    """Adds `cluster_id` ("<prefix>:<n>") with about `target_size` members per cluster; imputed
+    points (users with nothing in the view) go to the view's fixed cluster, unfitted."""
+    fixed = points.where("imputed").select(
+        "entity_id", "view", "vector", "imputed", no_window_items_cluster(F.col("view")).alias("cluster_id")
+    )
+    return _fitted(points.where(~F.col("imputed")), prefix, target_size, clustering, seed).unionByName(fixed)
+
+
+def _fitted(points: DataFrame, prefix: str, target_size: int, clustering: ClusteringConfig, seed: int) -> DataFrame:
     points = points.withColumn("features", array_to_vector("vector"))
     k = max(1, math.ceil(points.count() / target_size))
     if k == 1:
@@ -236,6 +264,48 @@ def _two_level(points: DataFrame, k: int, target_size: int, clustering: Clusteri
     # vector once more.
     columns = ["entity_id", "view", "vector", "imputed", "coarse"]
     return coarse.select(*columns).groupBy("coarse").applyInPandas(fine, FINE_SCHEMA)
+
+
+def split_oversized(assigned: DataFrame, clustering: ClusteringConfig, seed: int) -> DataFrame:
+    """Every fitted cluster above `clustering.max_cluster_ratio` x its target size split into
+    parts of about the target size ("<cluster_id>/<part>"): k-means leaves dense regions whole (at
+    scale, popular tastes), and one prompt cannot speak for thousands of users. Only the oversized
+    clusters' points move (a broadcast list of their ids marks them); the fixed clusters of users
+    without window items stay whole (identical points, no prompt)."""
+    target = F.when(F.col("view") == ITEM_VIEW, clustering.item_cluster_size).otherwise(clustering.user_cluster_size)
+    sizes = assigned.where(~F.col("imputed")).groupBy("cluster_id", "view").count()
+    oversized = sizes.where(F.col("count") > F.ceil(target * clustering.max_cluster_ratio))
+    marked = assigned.join(F.broadcast(oversized.select("cluster_id", target.alias("target"))), "cluster_id", "left")
+    kept = marked.where(F.col("target").isNull()).drop("target")
+    split = partial(_split_cluster, clustering.max_cluster_ratio, clustering.max_iterations, seed)
+    parts = marked.where(F.col("target").isNotNull()).groupBy("cluster_id").applyInPandas(split, SPLIT_SCHEMA)
+    return kept.unionByName(parts)
+
+
+SPLIT_SCHEMA = "cluster_id string, entity_id string, view string, vector array<float>, imputed boolean"
+
+
+def _split_cluster(ratio: float, iterations: int, seed: int, cluster: pd.DataFrame) -> pd.DataFrame:
+    """One oversized cluster in ceil(size / target) k-means parts; a part still above the ratio
+    (identical points cannot be told apart by distance) is cut into equal runs in id order."""
+    cluster = cluster.sort_values("entity_id", ignore_index=True)  # rows arrive in shuffle-fetch order
+    target = int(cluster["target"].iloc[0])
+    vectors = np.stack(cluster["vector"].to_numpy())
+    parts = math.ceil(len(cluster) / target)
+    labels = np.zeros(len(cluster), dtype=np.int64)
+    if len(np.unique(vectors, axis=0)) >= parts:
+        from sklearn.cluster import KMeans as LocalKMeans
+
+        labels = LocalKMeans(n_clusters=parts, random_state=seed, n_init=1, max_iter=iterations).fit_predict(vectors)
+    part = np.empty(len(cluster), dtype=np.int64)
+    start = 0
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        runs = math.ceil(len(members) / target) if len(members) > ratio * target else 1
+        part[members] = start + np.arange(len(members)) * runs // len(members)
+        start += runs
+    named = cluster["cluster_id"] + "/" + pd.Series(part).astype(str)
+    return cluster.drop(columns="target").assign(cluster_id=named)
 
 
 def describe_clusters(assigned: DataFrame, representatives: int) -> DataFrame:

@@ -15,6 +15,7 @@ from pyspark.sql import functions as F
 from reki_spark.config import RekiConfig
 from reki_spark.frames import union_all
 from reki_spark.knowledge import templates as tpl
+from reki_spark.knowledge.clustering import fitted_clusters
 from reki_spark.lake import CLUSTERS, ITEM_VIEW, ITEMS, POSITIVE, PROMPT_WINDOWS, PROMPTS, USER_CLUSTERS, USERS, Lake
 from reki_spark.ledger import ledger_entry
 
@@ -34,9 +35,10 @@ _INPUT_COLUMNS = [
 ]
 
 
-def build_prompts(spark: SparkSession, config: RekiConfig, only_clusters: list[str] | None = None) -> dict[str, int]:
-    """All prompts of `knowledge.mode`; with `only_clusters` (incremental refresh), only those
-    clusters' prompts are rebuilt and every other row of `prompts` is kept as it is."""
+def build_prompts(spark: SparkSession, config: RekiConfig, only_clusters: DataFrame | None = None) -> dict[str, int]:
+    """All prompts of `knowledge.mode`; with `only_clusters` (incremental refresh: a frame of
+    `cluster_id`s, joined, never collected), only those clusters' prompts are rebuilt and every
+    other row of `prompts` is kept as it is."""
     lake = Lake(spark, config.lake)
     knowledge = config.knowledge
     style = tpl.PromptStyle.for_domain(
@@ -51,12 +53,13 @@ def build_prompts(spark: SparkSession, config: RekiConfig, only_clusters: list[s
         if only_clusters is None:
             lake.overwrite(_render(inputs, style, knowledge.mode), PROMPTS)
         else:
-            rebuilt = _render(inputs.where(F.col("entity_id").isin(only_clusters)), style, knowledge.mode)
-            kept = lake.read(PROMPTS).where(~F.col("entity_id").isin(only_clusters))
+            chosen = only_clusters.select(F.col("cluster_id").alias("entity_id"))
+            rebuilt = _render(inputs.join(chosen, "entity_id", "left_semi"), style, knowledge.mode)
+            kept = lake.read(PROMPTS).join(chosen, "entity_id", "left_anti")
             lake.overwrite(kept.unionByName(rebuilt).localCheckpoint(), PROMPTS)
         made = lake.read(PROMPTS).count()
         individual = items.count() + users.count()
-        collective = lake.read(CLUSTERS).count() if lake.exists(CLUSTERS) else None
+        collective = fitted_clusters(lake.read(CLUSTERS)).count() if lake.exists(CLUSTERS) else None
         record.rows_in = individual
         record.rows_out = made
         record.details = {

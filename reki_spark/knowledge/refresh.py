@@ -9,6 +9,7 @@ hash the inputs); all other prompts, and so their answers, stay as they are."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -20,13 +21,20 @@ from reki_spark.data.ingest import ingest
 from reki_spark.features import build_features
 from reki_spark.frames import union_all
 from reki_spark.knowledge.clustering import (
+    NO_WINDOW_ITEMS,
     describe_clusters,
+    fitted_clusters,
     item_embeddings,
+    no_window_items_cluster,
     user_points,
     write_assignments,
 )
 from reki_spark.knowledge.prompts import build_prompts
 from reki_spark.lake import CLUSTERS, ITEM_CLUSTERS, ITEM_EMBEDDINGS, ITEM_VIEW, ITEMS, USER_CLUSTERS, USERS, Lake
+from reki_spark.parquet_files import read_parquet_files
+
+# Changed cluster ids named in the plan (the count is whole; at scale the ids are not).
+CHANGED_EXAMPLES = 20
 
 
 @dataclass
@@ -34,8 +42,9 @@ class RefreshPlan:
     new_users: int
     new_items: int
     new_interactions: int
-    clusters: int
-    changed_clusters: list[str]
+    clusters: int  # those with a prompt (not the fixed ones of users without window items)
+    changed_clusters: int
+    changed_examples: list[str]  # the first CHANGED_EXAMPLES ids, in order
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -56,15 +65,20 @@ def refresh_clusters(spark: SparkSession, config: RekiConfig) -> RefreshPlan:
         F.col("item_id").alias("entity_id"), F.lit(ITEM_VIEW).alias("view"), "vector", F.lit(False).alias("imputed")
     )
     view_points, _ = user_points(lake, embeddings, config.features.label_threshold)
-    assigned = union_all([_nearest(item_points, centroids), _nearest(view_points, centroids)]).persist()
+    # Users with nothing in a view keep to its fixed cluster (no one else's nearest: _nearest).
+    fixed = view_points.where("imputed").withColumn("cluster_id", no_window_items_cluster(F.col("view")))
+    nearest = [_nearest(item_points, centroids), _nearest(view_points.where(~F.col("imputed")), centroids)]
+    assigned = union_all([*nearest, fixed]).persist()
     write_assignments(lake, assigned)
 
-    changed = _changed_clusters(lake, old_versions, config.refresh.max_membership_change)
-    if changed:
+    # Pinned: the writes below change the tables it is computed from.
+    changed = _changed_clusters(lake, old_versions, config.refresh.max_membership_change).localCheckpoint()
+    changed_count = changed.count()
+    if changed_count:
         # Changed clusters get their members' new mean and representatives; the rest keep theirs.
-        members = assigned.where(F.col("cluster_id").isin(changed))
+        members = assigned.join(changed, "cluster_id", "left_semi")
         described = describe_clusters(members, config.clustering.representatives)
-        kept = lake.read(CLUSTERS).where(~F.col("cluster_id").isin(changed))
+        kept = lake.read(CLUSTERS).join(changed, "cluster_id", "left_anti")
         lake.overwrite(kept.unionByName(described).localCheckpoint(), CLUSTERS)
         build_prompts(spark, config, only_clusters=changed)
     assigned.unpersist()
@@ -72,8 +86,9 @@ def refresh_clusters(spark: SparkSession, config: RekiConfig) -> RefreshPlan:
         new_users=after[USERS] - before[USERS],
         new_items=after[ITEMS] - before[ITEMS],
         new_interactions=after["interactions"] - before["interactions"],
-        clusters=lake.read(CLUSTERS).count(),
-        changed_clusters=sorted(changed),
+        clusters=fitted_clusters(lake.read(CLUSTERS)).count(),
+        changed_clusters=changed_count,
+        changed_examples=[r["cluster_id"] for r in changed.orderBy("cluster_id").limit(CHANGED_EXAMPLES).collect()],
     )
 
 
@@ -85,29 +100,23 @@ def _embed_new_items(lake: Lake, config: RekiConfig) -> None:
 
 
 def _nearest(points: DataFrame, centroids: DataFrame) -> DataFrame:
-    """Each point's nearest existing centroid of its own view (ties: the smaller cluster id). The
-    centroids travel to the executors as one broadcast and each batch of points is scored against
-    its view's centroid matrix, so no (point, centroid) pair ever becomes a row. A point whose view
-    has no centroids (the view was absent when `reki cluster` ran) is left out, and said so."""
-    # One row per cluster: bounded by clustering.k per view, a few thousand at most.
-    rows = centroids.orderBy("cluster_id").collect()
-    by_view = {
-        view: (
-            np.array([r["cluster_id"] for r in rows if r["view"] == view]),
-            np.array([r["centroid"] for r in rows if r["view"] == view], dtype=np.float64),
-        )
-        for view in {r["view"] for r in rows}
-    }
-    orphans = points.where(~F.col("view").isin(list(by_view))).groupBy("view").count().collect()  # one per view
+    """Each point's nearest fitted centroid of its own view (ties: the smaller cluster id). Each
+    task reads the centroids from the `clusters` table's files itself (the driver holds only their
+    names: at scale, hundreds of MB of centroids) and scores each batch of points against its
+    view's centroid matrix, so no (point, centroid) pair ever becomes a row. A point whose view has
+    no centroids (the view was absent when `reki cluster` ran) is left out, and said so."""
+    views = [r["view"] for r in centroids.select("view").distinct().collect()]  # a row per view
+    orphans = points.where(~F.col("view").isin(views)).groupBy("view").count().collect()  # a row per view
     for row in orphans:
         print(f"refresh: {row['count']:,} points of view {row['view']!r} have no clusters: run `reki cluster`")
-    shared = points.sparkSession.sparkContext.broadcast(by_view)
+    files = tuple(centroids.inputFiles())
 
     @F.pandas_udf("string")
     def nearest(view: pd.Series, vector: pd.Series) -> pd.Series:
+        by_view = _fitted_centroids(files)
         chosen = pd.Series(None, index=view.index, dtype=object)
         for name, members in view.groupby(view).groups.items():
-            ids, matrix = shared.value[name]
+            ids, matrix = by_view[name]
             batch = np.stack(vector[members].to_numpy()).astype(np.float64)
             # |p - c|^2 without the (points, centroids, dimension) cube: |p|^2 is the same for
             # every centroid of a point, so it drops out of the argmin.
@@ -116,10 +125,23 @@ def _nearest(points: DataFrame, centroids: DataFrame) -> DataFrame:
         return chosen
 
     return (
-        points.where(F.col("view").isin(list(by_view)))
+        points.where(F.col("view").isin(views))
         .withColumn("cluster_id", nearest("view", "vector"))
         .select("entity_id", "view", "vector", "imputed", "cluster_id")
     )
+
+
+@lru_cache(maxsize=1)  # per Python worker, which Spark reuses across tasks: read once, not per task
+def _fitted_centroids(files: tuple[str, ...]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per view: the fitted clusters' ids (sorted) and centroids, from the `clusters` files. The
+    fixed clusters of users without window items are no one's nearest (their centroid is the
+    view's mean)."""
+    frame = read_parquet_files(files, ["cluster_id", "view", "centroid"]).to_pandas()
+    frame = frame[~frame["cluster_id"].str.endswith(f":{NO_WINDOW_ITEMS}")].sort_values("cluster_id")
+    return {
+        view: (group["cluster_id"].to_numpy(), np.stack(group["centroid"].to_numpy()).astype(np.float64))
+        for view, group in frame.groupby("view")
+    }
 
 
 def _entity_clusters(lake: Lake, versions: dict[str, int] | None = None) -> DataFrame:
@@ -136,7 +158,7 @@ def _entity_clusters(lake: Lake, versions: dict[str, int] | None = None) -> Data
     )
 
 
-def _changed_clusters(lake: Lake, old_versions: dict[str, int], threshold: float) -> list[str]:
+def _changed_clusters(lake: Lake, old_versions: dict[str, int], threshold: float) -> DataFrame:
     """Clusters whose members changed (joined or left) by more than `threshold` of their old size."""
     old = _entity_clusters(lake, old_versions)
     moves = (
@@ -164,7 +186,4 @@ def _changed_clusters(lake: Lake, old_versions: dict[str, int], threshold: float
     fractions = touched.join(sizes, "cluster_id", "left").withColumn(
         "fraction", F.col("count") / F.col("old_size").cast("double")
     )
-    # One row per changed cluster: bounded by the cluster count.
-    return sorted(
-        r["cluster_id"] for r in fractions.where(F.col("old_size").isNull() | (F.col("fraction") > threshold)).collect()
-    )
+    return fractions.where(F.col("old_size").isNull() | (F.col("fraction") > threshold)).select("cluster_id")

@@ -1,12 +1,13 @@
 """Clustering gives the same clusters however Spark laid the points out: a rerun on a cluster
-(other executors, a retried task) must render the same prompts, or it asks the LLM again."""
+(other executors, a retried task) must render the same prompts, or it asks the LLM again. Skew:
+users without a view get a fixed cluster, and oversized clusters are split."""
 
 import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
 from reki_spark.config import ClusteringConfig
-from reki_spark.knowledge.clustering import _assign
+from reki_spark.knowledge.clustering import _assign, split_oversized
 
 
 def _points(spark, layout: int):
@@ -32,3 +33,30 @@ def test_the_same_points_in_another_layout_get_the_same_clusters(spark, max_flat
     ]
     assert len(set(assignments[0].values())) >= 8
     assert assignments[0] == assignments[1]
+
+
+def test_users_without_the_view_get_a_fixed_cluster_and_oversized_clusters_are_split(spark):
+    """Planted skew: 150 users with nothing in the view (imputed: all at the view's mean), a dense
+    taste shared by 200 users (one point), 100 scattered users. Target 20, ratio 3: no fitted
+    cluster may pass 60 members, and the imputed users sit alone in the fixed cluster."""
+    rng = np.random.default_rng(3)
+    mean, dense = np.zeros(8), np.eye(8)[0] * 5
+    planted = [("cold", 150, lambda: mean, True), ("fan", 200, lambda: dense, False)]
+    planted.append(("other", 100, lambda: rng.normal(size=8) * 3, False))
+    rows = [
+        (f"{name}{i:03d}", "negative", point().tolist(), imputed)
+        for name, n, point, imputed in planted
+        for i in range(n)
+    ]
+    points = spark.createDataFrame(rows, "entity_id string, view string, vector array<float>, imputed boolean")
+    clustering = ClusteringConfig(user_cluster_size=20, max_cluster_ratio=3.0)
+    assigned = split_oversized(_assign(points, "user:negative", 20, clustering, 1), clustering, 1).collect()
+    clusters: dict[str, list[str]] = {}
+    for row in assigned:
+        clusters.setdefault(row["cluster_id"], []).append(row["entity_id"])
+    assert sorted(row["entity_id"] for row in assigned) == sorted(row[0] for row in rows)  # each user once
+    fixed = clusters.pop("user:negative:no-window-items")
+    assert sorted(fixed) == sorted(row[0] for row in rows if row[3])
+    assert max(len(members) for members in clusters.values()) <= 60
+    fan_parts = {cluster for cluster, members in clusters.items() if any(m.startswith("fan") for m in members)}
+    assert len(fan_parts) >= 4 and all("/" in cluster for cluster in fan_parts)  # 200 identical: split by id

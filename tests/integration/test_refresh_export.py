@@ -79,7 +79,8 @@ def test_refresh_asks_only_changed_clusters(spark, ray_local, make_config, ml100
     refresh = json.loads(lake.read(LEDGER).where(F.col("stage") == "refresh").first()["details"])
     assert refresh["new_users"] == 15 and refresh["new_items"] == 20
     assert refresh["new_interactions"] == 100_000 - lake.read_at("interactions", 0).count()
-    assert refresh["prompts_asked"] <= len(refresh["changed_clusters"]) < refresh["clusters"] == full_clusters
+    assert refresh["prompts_asked"] <= refresh["changed_clusters"] < refresh["clusters"] == full_clusters
+    assert len(refresh["changed_examples"]) == min(refresh["changed_clusters"], 20)
     assert refresh["calls_saved_vs_collective_rerun"] == full_clusters - refresh["prompts_asked"] > 0
     # New entities joined existing clusters and are covered by their knowledge.
     assert lake.read(ITEM_CLUSTERS).where(F.col("item_id").isin(held_out["items"])).count() == 20
@@ -94,7 +95,10 @@ def test_refresh_asks_only_changed_clusters(spark, ray_local, make_config, ml100
 def test_export_vectors_torchscript_parity_and_scoring(spark, knowledge_lake, tmp_path):
     lake_path = tmp_path / "lake"
     shutil.copytree(knowledge_lake, lake_path)
-    config = tiny_config(lake_path, 'training.models=["din"]', 'training.knowledge=["collective"]', "training.epochs=1")
+    # Small batches at a high rate: one default batch of this data left every embedding at its
+    # 1e-4 initial scale, and the history's effect on a score at float32's last digit.
+    fast = ("training.epochs=1", "training.batch_size=64", "training.learning_rate=0.05")
+    config = tiny_config(lake_path, 'training.models=["din"]', 'training.knowledge=["collective"]', *fast)
     train(spark, config)
     folder = Path(export(spark, config))
     meta = json.loads((folder / "export.json").read_text())
@@ -132,10 +136,11 @@ def test_export_vectors_torchscript_parity_and_scoring(spark, knowledge_lake, tm
     assert [score for _, score in ranked] == sorted((score for _, score in ranked), reverse=True)
     assert all(0.0 < score < 1.0 for _, score in ranked)
     # Without history the item's score changes: the history really reaches the exported model.
-    assert scorer.score("1", ["1"], []) != scorer.score("1", ["1"], ["4", "5"])
+    (alone,), (after_history,) = scorer.score("1", ["1"], []), scorer.score("1", ["1"], ["4", "5"])
+    assert abs(alone - after_history) > 1e-4
 
 
-def test_nearest_centroid_matches_brute_force_and_says_which_views_have_no_clusters(spark, capsys):
+def test_nearest_centroid_matches_brute_force_and_says_which_views_have_no_clusters(spark, capsys, tmp_path):
     from reki_spark.knowledge.refresh import _nearest
 
     rng = np.random.default_rng(2)
@@ -144,8 +149,13 @@ def test_nearest_centroid_matches_brute_force_and_says_which_views_have_no_clust
     views = ["item"] * 30 + ["positive"] * 20 + ["negative"] * 3
     points = [(f"e{n}", view, rng.normal(size=4).astype("float32").tolist(), False) for n, view in enumerate(views)]
     points.append(("tied", "item", centroids[0][2], False))
+    # The fixed cluster of users without window items is no one's nearest, even at a point itself.
+    fixed = ("user:positive:no-window-items", "positive", points[49][2])  # e49: a positive-view point
     frame = spark.createDataFrame(points, "entity_id string, view string, vector array<float>, imputed boolean")
-    table = spark.createDataFrame(centroids, "cluster_id string, view string, centroid array<double>")
+    # Each task reads the centroids from the table's files, as from `clusters`.
+    rows = spark.createDataFrame([*centroids, fixed], "cluster_id string, view string, centroid array<double>")
+    rows.write.parquet(str(tmp_path / "clusters"))
+    table = spark.read.parquet(str(tmp_path / "clusters"))
     assigned = {r["entity_id"]: r["cluster_id"] for r in _nearest(frame, table).collect()}
     for entity, view, vector, _ in points:
         if view == "negative":
