@@ -33,6 +33,7 @@ from pyspark.sql import SparkSession
 from bench.common import RESULTS
 from reki_spark.config import QWEN05_PRESET, RekiConfig, load_config
 from reki_spark.data.ingest import ingest
+from reki_spark.evaluation.metrics import METRICS_FILE
 from reki_spark.evaluation.report import results_lines, stage_costs, summarize, write_chart
 from reki_spark.features import build_features
 from reki_spark.knowledge.clustering import cluster_entities
@@ -40,7 +41,7 @@ from reki_spark.knowledge.importing import import_knowledge
 from reki_spark.knowledge.prompts import build_prompts
 from reki_spark.lake import LEDGER, Lake
 from reki_spark.session import get_spark
-from reki_spark.training.train import METRICS_FILE, train, write_metrics
+from reki_spark.training.train import train, write_metrics
 
 Stage = Callable[[SparkSession, RekiConfig], object]
 # In training order: `none` and `collective` first, so that a partial run already compares them.

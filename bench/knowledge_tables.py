@@ -20,7 +20,7 @@ import pandas as pd
 
 from reki_spark.evaluation.metrics import PRIMARY
 from reki_spark.evaluation.report import comparisons, llm_verdict, summarize, verdict_lines
-from reki_spark.training.loop import MOSTPOP
+from reki_spark.models import MOSTPOP
 
 UNKNOWN = "unknown"
 

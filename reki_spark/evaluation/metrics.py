@@ -19,6 +19,8 @@ from torch import distributed as dist
 
 from reki_spark.models.sequential import ItemScorer
 
+# Every run's record (one JSON list under `output`): training writes it, the report reads it.
+METRICS_FILE = "metrics.json"
 FULL, SAMPLED = "full", "sampled99"
 # The metric that picks the best epoch, names a run and carries the report's verdict, per task.
 PRIMARY = {"ctr": "auc", "sequential": f"ndcg@10_{FULL}"}

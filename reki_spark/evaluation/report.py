@@ -20,10 +20,9 @@ from scipy import stats
 
 from reki_spark import storage, tracking
 from reki_spark.config import KNOWLEDGE_CONTROLS, RekiConfig
-from reki_spark.evaluation.metrics import PRIMARY
+from reki_spark.evaluation.metrics import METRICS_FILE, PRIMARY
 from reki_spark.lake import LEDGER, Lake
-from reki_spark.training.loop import MOSTPOP
-from reki_spark.training.train import METRICS_FILE
+from reki_spark.models import MOSTPOP
 
 METRIC_COLUMNS = {
     "ctr": ["auc", "logloss"],

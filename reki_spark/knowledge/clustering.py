@@ -23,6 +23,7 @@ from scipy import sparse
 
 from reki_spark.config import ClusteringConfig, EncoderConfig, RekiConfig
 from reki_spark.frames import union_all
+from reki_spark.knowledge.cluster_ids import no_window_items_cluster
 from reki_spark.lake import (
     CLUSTERS,
     ITEM_CLUSTERS,
@@ -39,12 +40,6 @@ from reki_spark.lake import (
 from reki_spark.ledger import ledger_entry
 from reki_spark.parquet_files import read_parquet_files
 from reki_spark.text_encoder import TextEncoder
-
-# The fixed cluster of a view's users whose prompt window holds nothing of that view ("user:
-# negative:no-window-items"): their points are all the view's mean, which k-means piled into one
-# cluster beside real members (at scale one huge fit of the two-level path), and with no titles
-# to show, no prompt is rendered for it.
-NO_WINDOW_ITEMS = "no-window-items"
 
 
 def item_text(title: Column, brand: Column, categories: Column) -> Column:
@@ -183,17 +178,6 @@ def _window_means(files: list[str], batches: Iterator[pd.DataFrame]) -> Iterator
     yield pd.DataFrame(
         {"user_id": keys.get_level_values(0)[listed], "view": keys.get_level_values(1)[listed], "mean": means}
     )
-
-
-def fitted_clusters(frame: DataFrame) -> DataFrame:
-    """The rows of `frame` (with `cluster_id`) outside the fixed clusters: the clusters that get a
-    collective prompt."""
-    return frame.where(~F.col("cluster_id").endswith(f":{NO_WINDOW_ITEMS}"))
-
-
-def no_window_items_cluster(view: Column) -> Column:
-    """The fixed cluster of a view's users with nothing of that view in their prompt window."""
-    return F.concat(F.lit("user:"), view, F.lit(f":{NO_WINDOW_ITEMS}"))
 
 
 def _assign(points: DataFrame, prefix: str, target_size: int, clustering: ClusteringConfig, seed: int) -> DataFrame:

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from reki_spark.config import RekiConfig
 from reki_spark.frames import union_all
 from reki_spark.knowledge import templates as tpl
-from reki_spark.knowledge.clustering import fitted_clusters
+from reki_spark.knowledge.cluster_ids import fitted_clusters
 from reki_spark.lake import CLUSTERS, ITEM_VIEW, ITEMS, POSITIVE, PROMPT_WINDOWS, PROMPTS, USER_CLUSTERS, USERS, Lake
 from reki_spark.ledger import ledger_entry
 

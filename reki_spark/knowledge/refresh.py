@@ -20,15 +20,8 @@ from reki_spark.config import RekiConfig
 from reki_spark.data.ingest import ingest
 from reki_spark.features import build_features
 from reki_spark.frames import union_all
-from reki_spark.knowledge.clustering import (
-    NO_WINDOW_ITEMS,
-    describe_clusters,
-    fitted_clusters,
-    item_embeddings,
-    no_window_items_cluster,
-    user_points,
-    write_assignments,
-)
+from reki_spark.knowledge.cluster_ids import NO_WINDOW_ITEMS, fitted_clusters, no_window_items_cluster
+from reki_spark.knowledge.clustering import describe_clusters, item_embeddings, user_points, write_assignments
 from reki_spark.knowledge.prompts import build_prompts
 from reki_spark.lake import CLUSTERS, ITEM_CLUSTERS, ITEM_EMBEDDINGS, ITEM_VIEW, ITEMS, USER_CLUSTERS, USERS, Lake
 from reki_spark.parquet_files import read_parquet_files

@@ -13,11 +13,14 @@ from reki_spark.models.mostpop import CtrMostPop, MostPop
 from reki_spark.models.sasrec import SasRec
 from reki_spark.models.sequential import SeqModel, SeqSchema
 
+# The popularity baseline trained beside every task (`training.models` lists it; nothing learned).
+MOSTPOP = "mostpop"
 CTR_MODELS: dict[str, type[CtrModel]] = {"din": Din, "dcnv2": DcnV2, "deepfm": DeepFm, "autoint": AutoInt}
 SEQUENTIAL_MODELS: dict[str, type[SeqModel]] = {"sasrec": SasRec, "gru4rec": Gru4Rec}
 
 __all__ = [
     "CTR_MODELS",
+    "MOSTPOP",
     "SEQUENTIAL_MODELS",
     "AutoInt",
     "CtrModel",

@@ -31,6 +31,7 @@ from reki_spark.config import ConfigError
 from reki_spark.evaluation.metrics import PRIMARY, CtrSums, MetricSums, RankingSums, target_ranks
 from reki_spark.models import (
     CTR_MODELS,
+    MOSTPOP,
     SEQUENTIAL_MODELS,
     CtrMostPop,
     CtrSchema,
@@ -50,7 +51,6 @@ CRASH_AFTER_STEPS_ENV = "REKI_FAULT_CRASH_AFTER_STEPS"
 # a rank's resident memory grew by ~1 MB per step at 1e8 rows until the OOM killer stopped the run.
 # Handing the free pages back this often kept it flat, at no measurable cost per step.
 RELEASE_MEMORY_EVERY_STEPS = 50
-MOSTPOP = "mostpop"
 LoaderFactory = Callable[[int, int, int], contextlib.AbstractContextManager[Iterable[dict[str, torch.Tensor]]]]
 
 

@@ -18,10 +18,10 @@ from pyspark.sql import functions as F
 
 from reki_spark import console, storage, tracking
 from reki_spark.config import RekiConfig
-from reki_spark.evaluation.metrics import PRIMARY
+from reki_spark.evaluation.metrics import METRICS_FILE, PRIMARY
 from reki_spark.lake import VOCAB, Lake
 from reki_spark.ledger import ledger_entry
-from reki_spark.models import CTR_MODELS, CtrSchema, HeinSettings, SeqSchema
+from reki_spark.models import CTR_MODELS, MOSTPOP, CtrSchema, HeinSettings, SeqSchema
 from reki_spark.provenance import run_provenance
 from reki_spark.training.data import (
     KEYED_BY_CLUSTER,
@@ -42,7 +42,6 @@ from reki_spark.training.data import (
 )
 from reki_spark.training.feeding import PetastormBatches, SplitFiles
 from reki_spark.training.loop import (
-    MOSTPOP,
     ModelSpec,
     TrainJob,
     best_model,
@@ -52,8 +51,6 @@ from reki_spark.training.loop import (
     train_worker,
 )
 from reki_spark.training.predictions import predictions_kept
-
-METRICS_FILE = "metrics.json"
 
 
 def train(spark: SparkSession, config: RekiConfig) -> list[dict[str, Any]]:

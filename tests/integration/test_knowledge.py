@@ -23,7 +23,8 @@ from ray_workers.encode import VECTOR_KEYS, encode
 from ray_workers.extract import FAILED, OK, extract
 from reki_spark.data.ingest import ingest
 from reki_spark.features import build_features
-from reki_spark.knowledge.clustering import NO_WINDOW_ITEMS, cluster_entities
+from reki_spark.knowledge.cluster_ids import NO_WINDOW_ITEMS
+from reki_spark.knowledge.clustering import cluster_entities
 from reki_spark.knowledge.prompts import build_prompts
 from reki_spark.lake import (
     CLUSTERS,

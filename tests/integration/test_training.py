@@ -19,11 +19,11 @@ from pyspark.sql import functions as F
 from reki_spark.evaluation.metrics import CtrSums
 from reki_spark.evaluation.report import write_report
 from reki_spark.lake import PREDICTIONS, SAMPLES, SEQUENCES, Lake
-from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS
+from reki_spark.models import CTR_MODELS, MOSTPOP, SEQUENTIAL_MODELS
 from reki_spark.provenance import code_version, config_hash
 from reki_spark.training.data import CTR_FIELDS
 from reki_spark.training.feeding import PetastormBatches
-from reki_spark.training.loop import CRASH_AFTER_STEPS_ENV, MOSTPOP
+from reki_spark.training.loop import CRASH_AFTER_STEPS_ENV
 from reki_spark.training.train import evaluate_runs, train
 from tests.conftest import tiny_config
 from tests.paths import REPO

@@ -87,3 +87,21 @@ def test_the_stages_on_the_slim_executor_environment_import_nothing_it_lacks():
     probe = f"import json, sys; import {', '.join(modules)}; print(json.dumps(sorted(sys.modules)))"
     loaded = set(json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, check=True).stdout))
     assert loaded.isdisjoint({"scipy", "sklearn", "torch", "fsspec", "ray", "petastorm"})
+
+
+def test_the_library_reaches_training_only_through_its_entry_points():
+    """Outside `training/`, code runs training (`training.train`) or reads a finished run
+    (`training.runs`), nothing deeper; the evaluation package imports nothing of training, whose
+    loop imports evaluation's metrics: the arrows point one way."""
+    import ast
+
+    package = REPO / "reki_spark"
+    reached: dict[str, set[str]] = {}
+    for path in package.rglob("*.py"):
+        if "training" in path.relative_to(package).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("reki_spark.training"):
+                reached.setdefault(node.module, set()).add(str(path.relative_to(package)))
+    assert set(reached) <= {"reki_spark.training.train", "reki_spark.training.runs"}, reached
+    assert not any(user.startswith("evaluation") for users in reached.values() for user in users), reached
