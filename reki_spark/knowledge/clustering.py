@@ -23,7 +23,7 @@ from scipy import sparse
 
 from reki_spark.config import ClusteringConfig, EncoderConfig, RekiConfig
 from reki_spark.frames import union_all
-from reki_spark.knowledge.cluster_ids import no_window_items_cluster
+from reki_spark.knowledge.cluster_ids import NO_WINDOW_ITEMS, fitted_clusters, no_window_items_cluster
 from reki_spark.lake import (
     CLUSTERS,
     ITEM_CLUSTERS,
@@ -80,11 +80,22 @@ def cluster_entities(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
         lake.overwrite(describe_clusters(balanced, clustering.representatives), CLUSTERS)
         balanced.unpersist()
         # One row per view.
-        counts = {row["view"]: row["count"] for row in lake.read(CLUSTERS).groupBy("view").count().collect()}
+        described = lake.read(CLUSTERS)
+        # One row per view each.
+        counts = {row["view"]: row["count"] for row in fitted_clusters(described).groupBy("view").count().collect()}
+        fixed = described.where(F.col("cluster_id").endswith(f":{NO_WINDOW_ITEMS}"))
+        without = {row["view"]: row["size"] for row in fixed.select("view", "size").collect()}
         record.rows_in = items.count() + lake.read(USERS).count()
-        record.rows_out = sum(counts.values())
-        record.details = {"clusters_per_view": counts, "user_views": views}
-    print("clusters per view: " + ", ".join(f"{view} {n}" for view, n in sorted(counts.items())))
+        record.rows_out = sum(counts.values()) + len(without)
+        record.details = {"clusters_per_view": counts, "users_without_window_items": without, "user_views": views}
+    print(
+        "clusters per view: "
+        + ", ".join(f"{view} {n}" for view, n in sorted(counts.items()))
+        + "".join(
+            f"; {n:,} users without {view} window items (a fixed cluster, no prompt)"
+            for view, n in sorted(without.items())
+        )
+    )
     return counts
 
 
