@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -69,6 +70,9 @@ class SeqModel(nn.Module):
         self.item_embedding = nn.Embedding(schema.items, embedding, padding_idx=0)
         if loss == "sampled_softmax":  # only then: checkpoints of full-softmax runs keep their keys
             self.register_buffer("target_counts", torch.zeros(schema.items))
+            # Their sum, kept as it grows: summing the catalogue every step made the step's cost
+            # grow with it.
+            self.register_buffer("target_total", torch.zeros(()))
         self.adapter = KnowledgeAdapter(knowledge, hein)
         side, user_side = self.adapter.side_dim, self.adapter.user_dim
         self.item_knowledge = _zero_linear(side, embedding) if side else None
@@ -119,14 +123,22 @@ class SeqModel(nn.Module):
         in-batch half draws often, are not pushed down for being popular. An item drawn twice (a
         repeated target, a uniform draw of a target) is one candidate. Item frequencies are
         counted over the training targets as training goes (add-one smoothed)."""
-        if self.training:
-            self.target_counts += torch.bincount(targets, minlength=self.schema.items)
+        if self.training:  # touches the batch's targets only, not the catalogue
+            self.target_counts.index_add_(0, targets, torch.ones_like(targets, dtype=self.target_counts.dtype))
+            self.target_total += len(targets)
         uniform = torch.randint(1, self.schema.items, (self.sampled_negatives,), device=targets.device)
         candidates, column = torch.unique(torch.cat([targets, uniform]), return_inverse=True)
-        frequency = (self.target_counts[candidates] + 1) / (self.target_counts.sum() + self.schema.items)
+        frequency = (self.target_counts[candidates] + 1) / (self.target_total + self.schema.items)
         expected = len(targets) * frequency + self.sampled_negatives / (self.schema.items - 1)
         logits = states @ self.item_embedding(candidates).T - expected.log()
         return F.cross_entropy(logits, column[: len(targets)])
+
+    def _load_from_state_dict(self, state_dict: dict, prefix: str, *args: Any, **kwargs: Any) -> None:
+        """Checkpoints from before the running total get it from their counts."""
+        counts, total = f"{prefix}target_counts", f"{prefix}target_total"
+        if counts in state_dict and total not in state_dict:
+            state_dict[total] = state_dict[counts].sum()
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def item_scorer(self, batch: Batch) -> ItemScorer:
         """Scores of items as the next one after each row's `sequence`: the last state against their

@@ -181,6 +181,21 @@ def test_sequential_backbones_score_every_item(name, with_knowledge):
     assert torch.allclose(score(candidates), every_item.gather(1, candidates), atol=1e-6)
 
 
+def test_sampled_softmax_counts_targets_as_they_come_and_loads_older_checkpoints():
+    """The logQ frequencies' counts and their running total grow by the batch's targets only; a
+    checkpoint from before the running total gets it from its counts."""
+    schema = SeqSchema(items=10, users=8, max_length=6)
+    model = SEQUENTIAL_MODELS["sasrec"](schema, embedding=8, loss="sampled_softmax", sampled_negatives=4)
+    sequence = torch.tensor([[0, 3, 4, 4, 5], [1, 2, 3, 9, 9]])
+    model.loss({"sequence": sequence, "user": torch.tensor([1, 2])})
+    expected = torch.bincount(sequence[:, 1:][sequence[:, 1:] > 0], minlength=10).float()
+    assert torch.equal(model.target_counts, expected) and float(model.target_total) == 8
+    older = {key: value for key, value in model.state_dict().items() if key != "target_total"}
+    fresh = SEQUENTIAL_MODELS["sasrec"](schema, embedding=8, loss="sampled_softmax", sampled_negatives=4)
+    fresh.load_state_dict(older)
+    assert float(fresh.target_total) == 8
+
+
 def test_shuffled_knowledge_moves_every_vector_to_another_group_of_its_own_view():
     import numpy as np
 
