@@ -276,12 +276,14 @@ def _task_view(
         # time at scale, and valid, test, MostPop's rates and Petastorm's copy would each redo them.
         view = _staged_by_split(ctr_view(lake, vocab, schema, rows), storage.join(folder, "view"))
         splits = {split: view.where(F.col("split") == split).drop("split") for split in ("valid", "test")}
+        splits["valid"] = validation_sample(splits["valid"], "user_id", sizes["user_id"], config)
         train_rows = view.where(F.col("split") == "train").drop("split")
         popularity = part_files(item_positive_rates(train_rows, vocab), storage.join(folder, "popularity"), 1)
         return TaskView(task, schema, schema.history_length, train_rows, _written(splits, folder, parts), popularity)
     length = config.features.sequence_max_length
     # Leave-one-out: every user trains on its prefix and is scored on its valid and test items.
     splits = {split: sequence_targets(lake, vocab, length, split, rows) for split in ("valid", "test")}
+    splits["valid"] = validation_sample(splits["valid"], "user", sizes["user_id"], config)
     return TaskView(
         task,
         SeqSchema(items=sizes["item_id"], users=sizes["user_id"], max_length=length),
@@ -290,6 +292,20 @@ def _task_view(
         _written(splits, folder, parts),
         popularity=part_files(item_popularity(lake, vocab), storage.join(folder, "popularity"), 1),
     )
+
+
+VALIDATION_BUCKETS = 1_000_000
+
+
+def validation_sample(valid: DataFrame, user: str, users: int, config: RekiConfig) -> DataFrame:
+    """`valid`'s rows of about `training.validation_users` of its `users` users (all if unset or
+    not fewer): those whose hash of (seed, user code) falls in that share of buckets, the same
+    users every epoch and every run of the seed."""
+    wanted = config.training.validation_users
+    if wanted is None or wanted >= users:
+        return valid
+    bucket = F.pmod(F.xxhash64(F.lit(config.seed), F.col(user)), F.lit(VALIDATION_BUCKETS))
+    return valid.where(bucket < round(VALIDATION_BUCKETS * wanted / users))
 
 
 def _evaluation_folder(output: str, task: str) -> str:

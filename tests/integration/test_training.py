@@ -270,3 +270,17 @@ def test_knowledge_controls_train_beside_collective(spark, trained_lake):
     assert views == {2} and user_rows.count() == lake.read(USER_CLUSTERS).select("user_id").distinct().count()
     results = train(spark, config)
     assert {(r["model"], r["knowledge"]) for r in results} == {("din", mode) for mode in modes} | {(MOSTPOP, "none")}
+
+
+def test_validation_keeps_a_fixed_sample_of_about_the_users_asked(spark):
+    from reki_spark.config import load_config
+    from reki_spark.training.train import validation_sample
+
+    valid = spark.range(20_000).select((F.col("id") % 10_000).cast("int").alias("user_id"), "id")
+    config = load_config(None, ["training.validation_users=1000"])
+    kept = validation_sample(valid, "user_id", 10_000, config)
+    users = {r["user_id"] for r in kept.select("user_id").distinct().collect()}
+    assert 850 < len(users) < 1150 and kept.count() == 2 * len(users)  # whole users, both rows each
+    again = {r["user_id"] for r in validation_sample(valid, "user_id", 10_000, config).collect()}
+    assert again == users
+    assert validation_sample(valid, "user_id", 10_000, load_config(None, [])) is valid  # unset: all
