@@ -105,12 +105,15 @@ def target_ranks(
     Ties count against the target.
 
     The catalogue is walked in chunks of `chunk` items, so no batch x |items| matrix exists in one
-    piece: the full rank is a running count of the items scoring at least the target, and the
-    sampled negatives are a running bottom-99 of uniform random keys over the allowed items (a
-    uniform draw without replacement). One relevant item per row makes the target's rank all that
-    NDCG and Recall need, so no top-K list is kept."""
+    piece: the full rank is a running count of the items scoring at least the target. The sampled
+    negatives are a uniform draw without replacement from the allowed items: on a catalogue much
+    larger than what a row blocks, uniform draws with rejection (`_drawn_negatives`: work per row
+    grows with the 99, not with the catalogue); on a small one, a running bottom-99 of uniform
+    random keys over the allowed items, walked with the chunks. One relevant item per row makes
+    the target's rank all that NDCG and Recall need, so no top-K list is kept."""
     target_scores = score(targets.unsqueeze(1))
     count = min(SAMPLED_NEGATIVES, int(_allowed(seen, targets, items).min()))
+    by_rejection = items - 1 > REJECTION_ROOM * (count + seen.shape[1] + 1)
     above = torch.zeros(len(targets), dtype=torch.long)
     keys = torch.empty(len(targets), 0)
     negatives = torch.empty(len(targets), 0, dtype=torch.long)
@@ -118,11 +121,49 @@ def target_ranks(
         ids = torch.arange(start, min(start + chunk, items))
         blocked = _blocked(seen, targets, start, len(ids))
         above += ((score(ids) >= target_scores) & ~blocked).sum(1)
+        if by_rejection:
+            continue
         drawn = torch.rand(blocked.shape, generator=generator).masked_fill(blocked, math.inf)
         keys, kept = torch.cat([keys, drawn], 1).topk(min(count, keys.shape[1] + len(ids)), largest=False)
         negatives = torch.cat([negatives, ids.expand(len(targets), -1)], 1).gather(1, kept)
+    if by_rejection:
+        negatives = _drawn_negatives(seen, targets, items, count, generator)
     candidate_scores = score(torch.cat([targets.unsqueeze(1), negatives], 1))
     return above, (candidate_scores >= candidate_scores[:, :1]).sum(1) - 1
+
+
+# Draws with rejection when the catalogue holds over this many times what a row blocks or keeps:
+# then at least three draws in four are usable and the first round almost always fills every row.
+REJECTION_ROOM = 4
+
+
+def _drawn_negatives(
+    seen: torch.Tensor, targets: torch.Tensor, items: int, count: int, generator: torch.Generator
+) -> torch.Tensor:
+    """(batch, count): per row, the first `count` distinct draws, uniform over 1..items-1, that are
+    neither seen nor the target; by exchangeability a uniform subset without replacement. Rows a
+    round leaves short draw again, twice as many, from scratch."""
+    blocked = torch.cat([seen, targets.unsqueeze(1)], 1).sort(1).values
+    negatives = torch.empty(len(targets), count, dtype=torch.long)
+    short, draws = torch.arange(len(targets)), 2 * count + blocked.shape[1]
+    while len(short):
+        drawn = torch.randint(1, items, (len(short), draws), generator=generator)
+        rows = blocked[short]
+        at = torch.searchsorted(rows, drawn).clamp(max=rows.shape[1] - 1)
+        usable = (rows.gather(1, at) != drawn) & _first_occurrences(drawn)
+        first_usable = torch.sort((~usable).to(torch.int8), dim=1, stable=True).indices[:, :count]
+        filled = usable.sum(1) >= count
+        negatives[short[filled]] = drawn.gather(1, first_usable)[filled]
+        short, draws = short[~filled], 2 * draws
+    return negatives
+
+
+def _first_occurrences(values: torch.Tensor) -> torch.Tensor:
+    """(rows, n) True where a value appears for the first time in its row."""
+    ordered, order = values.sort(dim=1, stable=True)
+    repeat = torch.zeros_like(values, dtype=torch.bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    return ~torch.zeros_like(repeat).scatter(1, order, repeat)
 
 
 def _blocked(seen: torch.Tensor, targets: torch.Tensor, start: int, width: int) -> torch.Tensor:

@@ -96,3 +96,24 @@ def test_sampled_negatives_are_distinct_unseen_items_drawn_across_chunks():
         # each once (49 and 50 odd ones); the third row 98 of its 99 (50 odd, 49 even).
         assert sampled[:2].tolist() == [49, 50], chunk
         assert sampled[2].item() in (49, 50), chunk
+
+
+def test_negatives_drawn_with_rejection_on_a_large_catalogue_are_uniform_distinct_and_allowed():
+    """5,000 items, 150 seen per row: rejection draws. Each row's 99 are distinct, neither seen nor
+    the target, and over 2,000 rows every allowed item is drawn about equally often (expected
+    99 * 2000 / ~4850 = 41 each; a rule that favoured low or high ids would move the halves)."""
+    from reki_spark.evaluation.metrics import REJECTION_ROOM, _drawn_negatives
+
+    items, rows = 5_000, 2_000
+    assert items - 1 > REJECTION_ROOM * (99 + 150 + 1)
+    generator = torch.Generator().manual_seed(1)
+    seen = torch.randint(1, 200, (rows, 150), generator=generator)  # low ids, repeats among them
+    targets = torch.randint(1, items, (rows,), generator=generator)
+    drawn = _drawn_negatives(seen, targets, items, 99, generator)
+    assert drawn.shape == (rows, 99)
+    assert all(len(set(row)) == 99 for row in drawn.tolist())
+    assert not (drawn.unsqueeze(2) == seen.unsqueeze(1)).any() and not (drawn == targets.unsqueeze(1)).any()
+    counts = torch.bincount(drawn.flatten(), minlength=items)[200:].float()  # ids no row ever saw
+    expected = 99 * rows / (items - 1 - 150)
+    assert abs(counts.mean() - expected) / expected < 0.05
+    assert abs(counts[: len(counts) // 2].mean() - counts[len(counts) // 2 :].mean()) / expected < 0.03
