@@ -414,10 +414,12 @@ class TrainingConfig(_Strict):
     learning_rate: float = Field(1e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
     embedding_dim: int = Field(32, ge=1)
-    # CTR models: sparse gradients for the user and item id tables, updated by SparseAdam (the
-    # looked-up rows only, no weight decay) beside AdamW for the rest (training/optim.py). Off
-    # until the ML-1M comparison with dense updates is run (issue 28). gloo only: NCCL has no
-    # sparse all-reduce, so it is refused with GPUs and several processes.
+    # Sparse gradients for the tables that grow with the data, updated by SparseAdam (the
+    # looked-up rows only, no weight decay) beside AdamW for the rest (training/optim.py): the user
+    # and item id tables of CTR models, the item table of sequential models under sampled softmax
+    # (full softmax gives every row a gradient). Off until the ML-1M comparison with dense updates
+    # is run (issue 28). gloo only: NCCL has no sparse all-reduce, so it is refused with GPUs and
+    # several processes.
     sparse_embeddings: bool = False
     # Rows pass through a shuffling buffer of this many rows per rank, so every epoch sees a new
     # order (whole-dataset shuffling when the buffer holds the shard).

@@ -61,13 +61,18 @@ class SeqModel(nn.Module):
         hein: HeinSettings = DEFAULT_HEIN,
         loss: str = "full_softmax",
         sampled_negatives: int = 1000,
+        sparse_ids: bool = False,
     ) -> None:
         super().__init__()
         self.schema = schema
         self.embedding_dim = embedding
         self.loss_kind = loss
         self.sampled_negatives = sampled_negatives
-        self.item_embedding = nn.Embedding(schema.items, embedding, padding_idx=0)
+        # sparse_ids: the item table gets sparse gradients (training/optim.py) under sampled
+        # softmax, which looks up the batch's candidates only; full softmax multiplies by the whole
+        # table, whose every row then has a gradient, so the table stays dense there.
+        sparse = sparse_ids and loss == "sampled_softmax"
+        self.item_embedding = nn.Embedding(schema.items, embedding, padding_idx=0, sparse=sparse)
         if loss == "sampled_softmax":  # only then: checkpoints of full-softmax runs keep their keys
             self.register_buffer("target_counts", torch.zeros(schema.items))
             # Their sum, kept as it grows: summing the catalogue every step made the step's cost

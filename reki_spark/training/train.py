@@ -214,6 +214,9 @@ def _spec_fields(
     if task == "ctr":
         params["embedding_dim"] = training.embedding_dim
         params["sparse_ids"] = training.sparse_embeddings
+    elif model != MOSTPOP and training.sparse_embeddings:
+        # Only when on: sequential checkpoints written before the option record no such setting.
+        params["sparse_ids"] = True
     return {
         "task": task,
         "model": model,

@@ -18,12 +18,11 @@ import torch.distributed as dist
 from torch import nn
 
 from reki_spark.config import ConfigError
-from reki_spark.models import CTR_MODELS, SEQUENTIAL_MODELS, CtrSchema, SeqSchema
+from reki_spark.models import CTR_MODELS, MOSTPOP, SEQUENTIAL_MODELS, CtrSchema, SeqSchema
 from reki_spark.models.base import CTR_FIELDS, RATING_FIELD
 from reki_spark.training.data import KEYED_BY_CLUSTER, KnowledgeArrays
 from reki_spark.training.feeding import SplitFiles, ctr_batch
 from reki_spark.training.loop import (
-    MOSTPOP,
     TrainJob,
     best_model,
     build_model,
@@ -131,6 +130,19 @@ def test_sampled_softmax_finds_the_planted_rule_too(tmp_path):
     # 8 uniform negatives plus the batch's targets: far fewer than the 40 items the full one scores.
     learned = _ndcg("sasrec", 5e-3, tmp_path, loss="sampled_softmax", sampled_negatives=8)
     assert learned >= 3 * popular, f"sampled softmax: NDCG@10 {learned:.3f} vs MostPop {popular:.3f}"
+
+
+@pytest.mark.parametrize("learning_rate", [5e-3, 1e-12])
+def test_a_sparse_item_table_under_sampled_softmax_finds_the_rule_and_fails_frozen(learning_rate, tmp_path):
+    """The item table sparse (SparseAdam on the looked-up rows): the rule is found, and frozen
+    (SparseAdam refuses a rate of 0: 1e-12) it is not, so the sparse optimizer is what learns it."""
+    popular = _ndcg(MOSTPOP, 0.0, tmp_path)
+    sampled = {"loss": "sampled_softmax", "sampled_negatives": 8, "sparse_ids": True}
+    job = _sequential_job("sasrec", learning_rate, tmp_path, **sampled)
+    assert build_model(job).item_embedding.sparse
+    ndcg = train_worker(job)["ndcg@10_full"]
+    learns = learning_rate > 1e-6
+    assert (ndcg >= 3 * popular) == learns, f"lr {learning_rate}: NDCG@10 {ndcg:.3f} vs MostPop {popular:.3f}"
 
 
 def test_a_sequential_model_that_learns_nothing_stays_below_the_bar(tmp_path):
