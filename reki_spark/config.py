@@ -167,6 +167,11 @@ class ClusteringConfig(_Strict):
     # The number of clusters is ceil(entities / target size), as in the published cut sizes.
     item_cluster_size: int = Field(80, ge=1)
     user_cluster_size: int = Field(100, ge=1)
+    # A fixed number of clusters per view instead (KAR and the REKI release fix the count: 107
+    # item, 135 + 135 user groups on ML-1M); the target size is then entities / count, and a
+    # count above `max_flat_clusters` goes two-level as a size-derived one does.
+    item_clusters: int | None = Field(None, ge=1)
+    user_clusters: int | None = Field(None, ge=1)
     max_iterations: int = Field(20, ge=1)
     representatives: int = Field(15, ge=1)
     # Above this many clusters per view, clustering goes two-level (MLlib k-means into about

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache, partial
 
 import numpy as np
@@ -59,12 +60,12 @@ def cluster_entities(spark: SparkSession, config: RekiConfig) -> dict[str, int]:
         users_view_points, views = user_points(lake, embeddings, config.features.label_threshold)
         users_view_points = users_view_points.persist()
         clustering, seed = config.clustering, config.seed
-        assigned = [_assign(item_points, "item", clustering.item_cluster_size, clustering, seed)]
+        assigned = [_assign(item_points, "item", ClusterCount.of_items(clustering), clustering, seed)]
         assigned += [
             _assign(
                 users_view_points.where(F.col("view") == view),
                 f"user:{view}",
-                clustering.user_cluster_size,
+                ClusterCount.of_users(clustering),
                 clustering,
                 seed,
             )
@@ -191,18 +192,42 @@ def _window_means(files: list[str], batches: Iterator[pd.DataFrame]) -> Iterator
     )
 
 
-def _assign(points: DataFrame, prefix: str, target_size: int, clustering: ClusteringConfig, seed: int) -> DataFrame:
-    """Adds `cluster_id` ("<prefix>:<n>") with about `target_size` members per cluster; imputed
-    points (users with nothing in the view) go to the view's fixed cluster, unfitted."""
+@dataclass(frozen=True)
+class ClusterCount:
+    """How many clusters a view gets: `fixed` where the config sets a count, else one per
+    `target_size` entities."""
+
+    target_size: int
+    fixed: int | None
+
+    @classmethod
+    def of_items(cls, clustering: ClusteringConfig) -> ClusterCount:
+        return cls(clustering.item_cluster_size, clustering.item_clusters)
+
+    @classmethod
+    def of_users(cls, clustering: ClusteringConfig) -> ClusterCount:
+        return cls(clustering.user_cluster_size, clustering.user_clusters)
+
+    def for_points(self, points: int) -> tuple[int, int]:
+        """(clusters, members per cluster) for this many points."""
+        if self.fixed is None:
+            return max(1, math.ceil(points / self.target_size)), self.target_size
+        k = max(1, min(self.fixed, points))
+        return k, math.ceil(points / k)
+
+
+def _assign(points: DataFrame, prefix: str, count: ClusterCount, clustering: ClusteringConfig, seed: int) -> DataFrame:
+    """Adds `cluster_id` ("<prefix>:<n>") with `count`'s number of clusters; imputed points
+    (users with nothing in the view) go to the view's fixed cluster, unfitted."""
     fixed = points.where("imputed").select(
         "entity_id", "view", "vector", "imputed", no_window_items_cluster(F.col("view")).alias("cluster_id")
     )
-    return _fitted(points.where(~F.col("imputed")), prefix, target_size, clustering, seed).unionByName(fixed)
+    return _fitted(points.where(~F.col("imputed")), prefix, count, clustering, seed).unionByName(fixed)
 
 
-def _fitted(points: DataFrame, prefix: str, target_size: int, clustering: ClusteringConfig, seed: int) -> DataFrame:
+def _fitted(points: DataFrame, prefix: str, count: ClusterCount, clustering: ClusteringConfig, seed: int) -> DataFrame:
     points = points.withColumn("features", array_to_vector("vector"))
-    k = max(1, math.ceil(points.count() / target_size))
+    k, target_size = count.for_points(points.count())
     if k == 1:
         label = F.lit("0")
     elif k <= clustering.max_flat_clusters:
@@ -266,8 +291,11 @@ def split_oversized(assigned: DataFrame, clustering: ClusteringConfig, seed: int
     parts of about the target size ("<cluster_id>/<part>"): k-means leaves dense regions whole (at
     scale, popular tastes), and one prompt cannot speak for thousands of users. Only the oversized
     clusters' points move (a broadcast list of their ids marks them); the fixed clusters of users
-    without window items stay whole (identical points, no prompt)."""
-    target = F.when(F.col("view") == ITEM_VIEW, clustering.item_cluster_size).otherwise(clustering.user_cluster_size)
+    without window items stay whole (identical points, no prompt), as do the clusters of a view
+    whose count the config fixes (that count is what was asked for)."""
+    item_target = None if clustering.item_clusters else clustering.item_cluster_size
+    user_target = None if clustering.user_clusters else clustering.user_cluster_size
+    target = F.when(F.col("view") == ITEM_VIEW, F.lit(item_target)).otherwise(F.lit(user_target)).cast("int")
     sizes = assigned.where(~F.col("imputed")).groupBy("cluster_id", "view").count()
     oversized = sizes.where(F.col("count") > F.ceil(target * clustering.max_cluster_ratio))
     marked = assigned.join(F.broadcast(oversized.select("cluster_id", target.alias("target"))), "cluster_id", "left")
