@@ -9,7 +9,8 @@ committed results/metrics.json is not retrained, even from a fresh clone with no
 One base lake (ingest, features, the product's own clusters and prompts) is copied once per
 knowledge source, because a source owns its cluster and knowledge tables: SmolLM2 or Qwen answers
 to the product's prompts, or the REKI authors' GPT-3.5 groups and answers imported. The first
-source trains `none`, the two controls (`shuffled`, `cluster_only`: no LLM text) and `collective`;
+source trains `none`, `collective` and its controls (`shuffled`, `random_vectors`, `cluster_only`:
+no LLM text; `collective_plus_ids`: the text beside the group ids);
 every further source trains its `collective`, reported as `collective_<source>`, and, where its
 groups are not the first source's (the product's clusters beside an imported set's groups, which
 may have been built from other data), its own bare-groups control `cluster_only_<source>`. Results go to
@@ -44,8 +45,10 @@ from reki_spark.session import get_spark
 from reki_spark.training.train import train, write_metrics
 
 Stage = Callable[[SparkSession, RekiConfig], object]
-# In training order: `none` and `collective` first, so that a partial run already compares them.
-CONTROL_ARMS = ("none", "collective", "shuffled", "cluster_only")
+# In training order: `none` and `collective` first, so that a partial run already compares them;
+# then the arms of the report's two text tests (config.KNOWLEDGE_CONTROLS): beyond membership
+# (`collective_plus_ids` vs `cluster_only`) and against vectors that carry no text.
+CONTROL_ARMS = ("none", "collective", "collective_plus_ids", "cluster_only", "shuffled", "random_vectors")
 KNOWLEDGE_STAGES = ("extract", "import-knowledge", "encode")
 OWN_CLUSTER_ARMS = ("collective", "cluster_only")
 
@@ -246,8 +249,11 @@ def _write_results(spark: SparkSession, name: str, configs: list[tuple[Source, R
         f"`python -m bench.knowledge_effect {name}` at commit {commit}. Knowledge sets:",
         "",
         *sources,
-        "- `shuffled`, `cluster_only`: the first set's controls (its vectors permuted among groups; a "
-        "learned embedding of its group ids). No LLM text.",
+        "- `shuffled`, `random_vectors`, `cluster_only`: the first set's controls (its vectors permuted "
+        "among the groups of each view, anew per seed; one random unit vector per group; a learned "
+        "embedding of its group ids). No LLM text.",
+        "- `collective_plus_ids`: the first set's vectors and its group ids together (does the text add "
+        "to membership?).",
         "- `cluster_only_<set>`: a learned embedding of that set's own group ids. No LLM text.",
         "",
         *results_lines(summary, "comparison.png"),
@@ -278,6 +284,7 @@ def main() -> None:
     parser.add_argument("--results-only", action="store_true", help="rewrite the results from the finished runs")
     parser.add_argument("--models", help="comma-separated: train only these backbones (to order a long run)")
     parser.add_argument("--seeds", help="comma-separated: train only these seeds")
+    parser.add_argument("--sources", help="comma-separated knowledge-set labels to keep (the first stays first)")
     args = parser.parse_args()
     if args.dataset == "ml-1m":
         if not args.release:
@@ -285,6 +292,11 @@ def main() -> None:
         sources = [gpt35(args.release), SMOLLM2]
     else:
         sources = [SMOLLM2, QWEN05]
+    if args.sources:
+        kept = args.sources.split(",")
+        if unknown_sources := set(kept) - {source.label for source in sources}:
+            parser.error(f"no such knowledge set for {args.dataset}: {sorted(unknown_sources)}")
+        sources = [source for source in sources if source.label in kept]
     work = Path(args.work or f"runs/knowledge-effect-{args.dataset}")
     experiment = EXPERIMENTS[args.dataset]
     models = tuple(args.models.split(",")) if args.models else experiment.models
