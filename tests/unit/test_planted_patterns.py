@@ -328,7 +328,9 @@ def test_the_best_weights_live_apart_from_the_optimizer_checkpoint(tmp_path):
     weights alone are `best-epoch<N>.pt`, which export and re-scoring load, and which a resumed
     run takes its best state from."""
     job = _ctr_job("din", 3e-2, tmp_path)
-    job.epochs, job.patience = 4, 4
+    # Six epochs, resumed after four to seven: four stopped near AUC 0.6 on this machine's CPU, so
+    # the resumed run's check sat on its threshold (0.795 against 0.8).
+    job.epochs, job.patience = 6, 6
     first = train_worker(job)
     folder = Path(job.checkpoint_dir, job.name)
     best_file = f"best-epoch{first['best_epoch']}.pt"
@@ -339,11 +341,11 @@ def test_the_best_weights_live_apart_from_the_optimizer_checkpoint(tmp_path):
     assert weights.keys() == build_model(job).state_dict().keys()  # weights only
     assert all(value.equal(weights[name]) for name, value in best_model(job).state_dict().items())
     # An unfinished checkpoint resumes with its best state from that file, and trains on.
-    checkpoint["state"].update(finished=False, epoch=2)
+    checkpoint["state"].update(finished=False, epoch=4)
     torch.save(checkpoint, folder / "last.pt")
-    job.epochs, job.patience = 5, 5
+    job.epochs, job.patience = 7, 7
     resumed = train_worker(job)
-    assert resumed["epochs_trained"] == 5 and resumed["auc"] >= 0.8
+    assert resumed["epochs_trained"] == 7 and resumed["auc"] >= 0.8
     assert len(list(folder.glob("best-epoch*.pt"))) == 1
 
 
