@@ -422,10 +422,11 @@ class TrainingConfig(_Strict):
     # Sparse gradients for the tables that grow with the data, updated by SparseAdam (the
     # looked-up rows only, no weight decay) beside AdamW for the rest (training/optim.py): the user
     # and item id tables of CTR models, the item table of sequential models under sampled softmax
-    # (full softmax gives every row a gradient). Off until the ML-1M comparison with dense updates
-    # is run (issue 28). gloo only: NCCL has no sparse all-reduce, so it is refused with GPUs and
-    # several processes.
-    sparse_embeddings: bool = False
+    # (full softmax gives every row a gradient). On ML-1M they train as well as dense AdamW (DIN
+    # and DCNv2, 5 seeds: bench/results/sparse_vs_dense/ml-1m). gloo only: NCCL has no sparse
+    # all-reduce, so unset (`sparse_tables`) means on except with GPUs and several processes, and
+    # true is refused there.
+    sparse_embeddings: bool | None = None
     # Rows pass through a shuffling buffer of this many rows per rank, so every epoch sees a new
     # order (whole-dataset shuffling when the buffer holds the shard).
     shuffle_buffer: int = Field(200_000, ge=0)
@@ -460,6 +461,13 @@ class TrainingConfig(_Strict):
                 "all-reduce; train the id tables dense on GPUs (sparse_embeddings: false)"
             )
         return self
+
+    def sparse_tables(self) -> bool:
+        """Whether the growing tables train sparse: `sparse_embeddings`, or where unset, unless
+        DDP would run on NCCL (GPUs, several processes)."""
+        if self.sparse_embeddings is not None:
+            return self.sparse_embeddings
+        return not (self.use_gpu and self.num_processes > 1)
 
     def block(self, model: str) -> ModelBlock:
         return getattr(self, model, None) or ModelBlock()

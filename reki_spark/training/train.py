@@ -213,8 +213,8 @@ def _spec_fields(
     params = training.block(model).architecture() if model != MOSTPOP else {}
     if task == "ctr":
         params["embedding_dim"] = training.embedding_dim
-        params["sparse_ids"] = training.sparse_embeddings
-    elif model != MOSTPOP and training.sparse_embeddings:
+        params["sparse_ids"] = training.sparse_tables()
+    elif model != MOSTPOP and training.sparse_tables():
         # Only when on: sequential checkpoints written before the option record no such setting.
         params["sparse_ids"] = True
     return {

@@ -113,3 +113,12 @@ def test_sparse_id_tables_are_refused_where_nccl_would_all_reduce_them():
     gpus = ["training.sparse_embeddings=true", "training.use_gpu=true", "training.num_processes=2"]
     with pytest.raises(ConfigError, match="NCCL has no sparse all-reduce"):
         load_config(None, gpus)
+
+
+def test_the_growing_tables_train_sparse_unless_ddp_runs_on_nccl():
+    def sparse(*overrides: str) -> bool:
+        return load_config(None, list(overrides)).training.sparse_tables()
+
+    assert sparse() and sparse("training.num_processes=2") and sparse("training.use_gpu=true")
+    assert not sparse("training.use_gpu=true", "training.num_processes=2")  # NCCL: dense
+    assert not sparse("training.sparse_embeddings=false")
