@@ -331,14 +331,19 @@ class ClusterRows:
 
     items: list[str]
     users: list[str]
+    user_views: list[str]  # the view each of `users` groups (positive, negative)
 
     @classmethod
     def of(cls, lake: Lake) -> ClusterRows:
-        def ids(table: str) -> list[str]:
-            # One row per cluster.
-            return sorted(r["cluster_id"] for r in lake.read(table).select("cluster_id").distinct().collect())
+        def ids(table: str) -> list[tuple[str, str]]:
+            # One row per cluster: a cluster groups one view. The ids' own form is not read
+            # (imported ones are `imported-<view>-<group>`, the product's `user:<view>:<n>`).
+            return sorted(
+                (r["cluster_id"], r["view"]) for r in lake.read(table).select("cluster_id", "view").distinct().collect()
+            )
 
-        return cls(ids(ITEM_CLUSTERS), ids(USER_CLUSTERS))
+        users = ids(USER_CLUSTERS)
+        return cls([cluster for cluster, _ in ids(ITEM_CLUSTERS)], [c for c, _ in users], [v for _, v in users])
 
     def entity_rows(self, lake: Lake) -> tuple[DataFrame, DataFrame]:
         """(item_id, item_knowledge) and (user_id, user_knowledge: array<int>, one row per view of
@@ -422,8 +427,8 @@ def seeded_arrays(mode: str, collective: KnowledgeArrays, rows: ClusterRows, see
     if mode == SHUFFLED:
         return replace(
             collective,
-            item_vectors=deranged(collective.item_vectors, rows.items, seed),
-            user_vectors=deranged(collective.user_vectors, rows.users, seed),
+            item_vectors=deranged(collective.item_vectors, [ITEM_VIEW] * len(rows.items), seed),
+            user_vectors=deranged(collective.user_vectors, rows.user_views, seed),
         )
     rng = np.random.default_rng([RANDOM_VECTORS_SEED, seed])
     return replace(
@@ -475,23 +480,17 @@ def group_codes(item_groups: int, user_groups: int) -> tuple[np.ndarray, np.ndar
     return np.vstack([zero, codes[:item_groups]]), np.vstack([zero, codes[item_groups:]])
 
 
-def cluster_view(cluster_id: str) -> str:
-    """The view a cluster groups: `item`, or the user view (`user:<view>:<n>...`)."""
-    kind, view, *_ = cluster_id.split(":")
-    return view if kind == "user" else ITEM_VIEW
-
-
-def deranged(vectors: np.ndarray, cluster_ids: list[str], seed: int) -> np.ndarray:
-    """`shuffled`: the same rows, each moved to another group of its own view (row i + 1 holds
-    cluster_ids[i]; row 0, no knowledge, stays): an item group's text goes to another item group,
+def deranged(vectors: np.ndarray, views: list[str], seed: int) -> np.ndarray:
+    """`shuffled`: the same rows, each moved to another group of its own view (row i + 1 holds a
+    group of views[i]; row 0, no knowledge, stays): an item group's text goes to another item group,
     what one group liked to another group's liked view, never a dislike where a like stood. Each
     training seed deals another permutation, so the seeds also sample the permutations. A view with
     a single group keeps its text (there is no other group to give it to)."""
     rng = np.random.default_rng([SHUFFLE_SEED, seed])
-    views = np.array([cluster_view(cluster_id) for cluster_id in cluster_ids])
+    view_of_row = np.asarray(views)
     moved = vectors.copy()
     for view in sorted(set(views)):
-        rows = np.flatnonzero(views == view) + 1
+        rows = np.flatnonzero(view_of_row == view) + 1
         if len(rows) > 1:
             order = rng.permutation(rows)
             moved[order] = vectors[np.roll(order, -1)]  # a cycle through a random order: nothing stays put

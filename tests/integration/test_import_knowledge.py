@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
@@ -12,6 +13,7 @@ from reki_spark.config import ConfigError
 from reki_spark.data.ingest import ingest
 from reki_spark.knowledge.importing import import_knowledge
 from reki_spark.lake import CLUSTERS, ITEM_CLUSTERS, KNOWLEDGE, LEDGER, PROMPTS, USER_CLUSTERS, Lake
+from reki_spark.training.data import ClusterRows, knowledge_arrays
 from tests.paths import FIXTURES
 
 pytestmark = pytest.mark.integration
@@ -53,6 +55,15 @@ def test_the_reki_release_layout_imports_and_encodes(spark, make_config, ray_loc
 
     coverage = encode(config)  # unchanged: the imported answers' model is llm.model
     assert coverage.complete and coverage.items == 3 and coverage.users == 3
+
+    # The controls deal the imported vectors within each view (the ids say nothing of the view):
+    # the two item groups and the two positive ones swap, the lone negative group keeps its own.
+    rows = ClusterRows.of(lake)
+    assert rows.user_views == ["negative", "positive", "positive"]
+    collective = knowledge_arrays(lake, None, "collective", config.encoder.model, rows)
+    shuffled = knowledge_arrays(lake, None, "shuffled", config.encoder.model, rows, seed=1)
+    assert np.array_equal(shuffled.item_vectors[1:], collective.item_vectors[[2, 1]])
+    assert np.array_equal(shuffled.user_vectors[1:], collective.user_vectors[[1, 3, 2]])
 
 
 def test_generic_input_with_two_models_is_refused(spark, make_config, tmp_path):

@@ -199,22 +199,21 @@ def test_sampled_softmax_counts_targets_as_they_come_and_loads_older_checkpoints
 def test_shuffled_knowledge_moves_every_vector_to_another_group_of_its_own_view():
     import numpy as np
 
-    from reki_spark.training.data import cluster_view, deranged
+    from reki_spark.training.data import deranged
 
-    # Sorted as ClusterRows holds them: negative-view groups before positive ones.
-    groups = [f"user:negative:{i}" for i in range(5)] + [f"user:positive:{i}" for i in range(6)] + ["user:positive:7:1"]
+    # As ClusterRows holds them (sorted by id): negative-view groups before positive ones.
+    view_of = ["negative"] * 5 + ["positive"] * 7
     vectors = np.vstack([np.zeros((1, 3)), np.arange(36, dtype=float).reshape(12, 3)])
     source = {tuple(vector): row for row, vector in enumerate(vectors.tolist()) if row}
-    dealt = {seed: deranged(vectors, groups, seed) for seed in (1, 2, 3)}
+    dealt = {seed: deranged(vectors, view_of, seed) for seed in (1, 2, 3)}
     for moved in dealt.values():
         assert (moved[0] == 0).all()  # row 0 means "no knowledge" and stays
         origins = [source[tuple(vector)] for vector in moved[1:].tolist()]
         assert sorted(origins) == list(range(1, 13))  # the same vectors, each once
         assert all(origin != row for row, origin in enumerate(origins, 1))  # none stays in its group
         # and none crosses views: a liked-view text never lands where a disliked one stood
-        view_of = [cluster_view(group) for group in groups]
         assert all(view_of[origin - 1] == view_of[row - 1] for row, origin in enumerate(origins, 1))
-    assert (deranged(vectors, groups, 1) == dealt[1]).all()  # seeded: a seed deals the same groups again
+    assert (deranged(vectors, view_of, 1) == dealt[1]).all()  # seeded: a seed deals the same groups again
     assert not (dealt[1] == dealt[2]).all() and not (dealt[2] == dealt[3]).all()  # seeds sample permutations
-    items = deranged(vectors[:4], ["item:0", "item:1", "item:2"], 1)
+    items = deranged(vectors[:4], ["item"] * 3, 1)
     assert not (items[1:] == vectors[1:4]).all(axis=1).any()
