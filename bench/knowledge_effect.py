@@ -235,7 +235,7 @@ def _write_results(spark: SparkSession, name: str, configs: list[tuple[Source, R
     target.mkdir(parents=True, exist_ok=True)
     fresh = [r for s, c in configs for r in _records(s, c, configs[0][0])]
     # Merged into the committed records by run, which outlive the work folder.
-    records = json.loads(write_metrics(str(target), fresh).read_text())
+    records = json.loads(Path(write_metrics(str(target), fresh)).read_text())
     summary = summarize(records)
     write_chart(summary, target / "comparison.png")
     costs = {source.label: {"llm": source.llm, **_knowledge_cost(spark, config)} for source, config in configs}
