@@ -148,6 +148,15 @@ def _once(spark: SparkSession, config: RekiConfig, marks: Path, stages: tuple[tu
             mark.touch()
 
 
+def copy_lake(base: Path, lake: Path) -> None:
+    """`base` copied to `lake` once: whole, then renamed, so a stop mid-copy leaves no lake."""
+    if not lake.exists():
+        partial = lake.with_name(lake.name + ".copying")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(base, partial)
+        partial.rename(lake)
+
+
 def run(
     name: str,
     data: str,
@@ -178,10 +187,7 @@ def run(
     configs = [(source, config_of(index, experiment.models)) for index, source in enumerate(sources)]
     for source, config in configs:  # every knowledge set first, then the long training
         folder = work / source.label
-        if not (folder / "lake").exists():  # copied whole, then renamed: a stop mid-copy leaves no lake
-            shutil.rmtree(folder / "lake.copying", ignore_errors=True)
-            shutil.copytree(work / "base" / "lake", folder / "lake.copying")
-            (folder / "lake.copying").rename(folder / "lake")
+        copy_lake(work / "base" / "lake", folder / "lake")
         _once(spark, config, folder / "marks", source.stages)
     committed = _committed(name)
     for seed in experiment.seeds if seeds is None else seeds:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 from dataclasses import asdict
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from pyspark.sql import functions as F
 
 from bench.common import RESULTS
 from bench.compare_runs import comparison_text
-from bench.knowledge_effect import EXPERIMENTS, _config, _once
+from bench.knowledge_effect import EXPERIMENTS, _config, _once, copy_lake
 from reki_spark.data.ingest import ingest
 from reki_spark.evaluation.metrics import METRICS_FILE
 from reki_spark.evaluation.report import welch
@@ -74,9 +73,7 @@ def run(data: str, work: Path, seeds: tuple[int, ...]) -> None:
     fresh: list[dict] = []
     for grouping in GROUPINGS:
         config = config_of(grouping, ("cluster_only",))
-        if not (work / grouping / "lake").exists():
-            shutil.copytree(work / "base" / "lake", work / grouping / "lake.copying")
-            (work / grouping / "lake.copying").rename(work / grouping / "lake")
+        copy_lake(work / "base" / "lake", work / grouping / "lake")
         stages = (("cluster", cluster_entities),)
         if grouping == "histories":
             stages = (("whole-histories", lambda s, c: whole_histories(Lake(s, c.lake))), *stages)

@@ -215,6 +215,11 @@ class ClusterCount:
         k = max(1, min(self.fixed, points))
         return k, math.ceil(points / k)
 
+    @property
+    def split_target(self) -> int | None:
+        """The size `split_oversized` holds clusters to; none where the count is fixed."""
+        return None if self.fixed else self.target_size
+
 
 def _assign(points: DataFrame, prefix: str, count: ClusterCount, clustering: ClusteringConfig, seed: int) -> DataFrame:
     """Adds `cluster_id` ("<prefix>:<n>") with `count`'s number of clusters; imputed points
@@ -293,9 +298,9 @@ def split_oversized(assigned: DataFrame, clustering: ClusteringConfig, seed: int
     clusters' points move (a broadcast list of their ids marks them); the fixed clusters of users
     without window items stay whole (identical points, no prompt), as do the clusters of a view
     whose count the config fixes (that count is what was asked for)."""
-    item_target = None if clustering.item_clusters else clustering.item_cluster_size
-    user_target = None if clustering.user_clusters else clustering.user_cluster_size
-    target = F.when(F.col("view") == ITEM_VIEW, F.lit(item_target)).otherwise(F.lit(user_target)).cast("int")
+    items, users = ClusterCount.of_items(clustering), ClusterCount.of_users(clustering)
+    target = F.when(F.col("view") == ITEM_VIEW, F.lit(items.split_target)).otherwise(F.lit(users.split_target))
+    target = target.cast("int")
     sizes = assigned.where(~F.col("imputed")).groupBy("cluster_id", "view").count()
     oversized = sizes.where(F.col("count") > F.ceil(target * clustering.max_cluster_ratio))
     marked = assigned.join(F.broadcast(oversized.select("cluster_id", target.alias("target"))), "cluster_id", "left")
