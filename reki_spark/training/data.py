@@ -45,17 +45,32 @@ def build_vocab(lake: Lake) -> DataFrame:
         "item_category": items.select(F.explode("categories").alias("value")),
         RATING_FIELD: lake.read(INTERACTIONS).select(F.col("rating").alias("value")),
     }
-    frames = []
-    for field in VOCAB_FIELDS:
-        source = sources[field] if field in sources else samples.select(F.col(field).alias("value"))
-        values = source.select(F.col("value").cast("string").alias("value")).where(F.col("value").isNotNull())
-        ordered = values.distinct().orderBy("value")
-        frames.append(
-            with_row_index(ordered, "index").select(
-                F.lit(field).alias("field"), "value", (F.col("index") + 1).cast("int").alias("index")
+    values = union_all(
+        [
+            (sources[field] if field in sources else samples.select(F.col(field).alias("value"))).select(
+                F.lit(field).alias("field"), F.col("value").cast("string").alias("value")
             )
+            for field in VOCAB_FIELDS
+        ]
+    )
+    # Every field in one distinct, one sort and one numbering (a sort and a numbering per field
+    # were 39 Spark jobs, most of a small training's time); each field's numbers then start at 1
+    # by its offset in (field, value) order, from one count per field.
+    distinct = values.where(F.col("value").isNotNull()).distinct().orderBy("field", "value").persist()
+    try:
+        counts = sorted((row["field"], row["count"]) for row in distinct.groupBy("field").count().collect())
+        offsets, start = [], 0
+        for field, count in counts:
+            offsets.append((field, start))
+            start += count
+        offset_frame = lake.spark.createDataFrame(offsets or [("", 0)], "field string, _offset long")
+        numbered = with_row_index(distinct, "_position").join(F.broadcast(offset_frame), "field")
+        lake.overwrite(
+            numbered.select("field", "value", (F.col("_position") - F.col("_offset") + 1).cast("int").alias("index")),
+            VOCAB,
         )
-    lake.overwrite(union_all(frames), VOCAB)
+    finally:
+        distinct.unpersist()
     return lake.read(VOCAB)
 
 
