@@ -5,8 +5,8 @@
 One markdown table of the primary metric (CTR: AUC): a row per knowledge arm, per backbone its
 mean ± std (seeds) and its gain over the backbone's `none` with Welch's p; MostPop's line; the
 report's verdicts (every arm against `none`, then the LLM-text verdict with Holm's correction);
-and which commits and config hashes the records carry, with a warning where a table's runs do not
-share one of each (records from before provenance was kept count as unknown)."""
+and which commits and config hashes each backbone's records carry, with a warning where a backbone's
+runs do not share one of each (records from before provenance was kept count as unknown)."""
 
 from __future__ import annotations
 
@@ -26,15 +26,17 @@ UNKNOWN = "unknown"
 
 
 def provenance_lines(records: list[dict[str, Any]]) -> list[str]:
-    """The commits and config hashes of the learned runs, counted; a warning unless one of each."""
-    learned = [r for r in records if r["model"] != MOSTPOP]
+    """Per backbone (its arms are compared with each other, never across backbones), the commits
+    and config hashes of its runs, counted; a warning unless one of each."""
     lines = []
-    for key in ("commit", "config_hash"):
-        counts = Counter(str(r.get(key, UNKNOWN)) for r in learned)
-        listed = ", ".join(f"`{value}` ({n} runs)" for value, n in counts.most_common())
-        lines.append(f"- {key}: {listed}")
-        if len(counts) > 1 or UNKNOWN in counts:
-            lines.append(f"- **warning: the runs do not share one known {key}**")
+    for model in sorted({r["model"] for r in records if r["model"] != MOSTPOP}):
+        runs = [r for r in records if r["model"] == model]
+        for key in ("commit", "config_hash"):
+            counts = Counter(str(r.get(key, UNKNOWN)) for r in runs)
+            listed = ", ".join(f"`{value}` ({n} runs)" for value, n in counts.most_common())
+            lines.append(f"- {model} {key}: {listed}")
+            if len(counts) > 1 or UNKNOWN in counts:
+                lines.append(f"- **warning: the {model} runs do not share one known {key}**")
     return lines
 
 

@@ -161,7 +161,9 @@ def test_the_tables_script_prints_each_arm_per_backbone_and_flags_mixed_commits(
     records = _ctr_records({"none": 0.69, "collective": 0.72})
     for record in records:
         record |= {"commit": "abc", "config_hash": "f00"}
-    text = "\n".join(tables(records))
+    other_backbone = [{**r, "model": "dcnv2", "commit": "bcd", "config_hash": "e11"} for r in records]
+    text = "\n".join(tables(records + other_backbone))
     assert "| collective | 0.7203 ± 0.0002 (5) | +4.35%, " in text and "warning" not in text
+    assert "- dcnv2 commit: `bcd` (10 runs)" in text
     records[0]["commit"] = "def"
-    assert "**warning: the runs do not share one known commit**" in "\n".join(tables(records))
+    assert "**warning: the din runs do not share one known commit**" in "\n".join(tables(records + other_backbone))
