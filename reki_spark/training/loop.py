@@ -288,9 +288,10 @@ def distributed(trained: nn.Module, device: torch.device) -> nn.parallel.Distrib
     """DDP over `trained`. Its buffers are constants every rank builds alike from the same tables
     (knowledge vectors, popularity counts; no model keeps running statistics), so DDP's default
     re-broadcast of every buffer before each forward pass would only send the knowledge tables,
-    hundreds of MB per step at scale, for nothing."""
+    hundreds of MB per step at scale, for nothing. They are sent once, when DDP starts (torch 2.13
+    deprecates `broadcast_buffers`, which also skipped that one send, with a warning per rank)."""
     return nn.parallel.DistributedDataParallel(
-        trained, device_ids=None if device.type == "cpu" else [device], broadcast_buffers=False
+        trained, device_ids=None if device.type == "cpu" else [device], forward_sync_buffers=False
     )
 
 
