@@ -17,6 +17,7 @@ from reki_spark.config import RekiConfig
 # Set where no git checkout is at hand: images and wheels built from a commit (infra/docker/*).
 COMMIT_ENV = "REKI_COMMIT"
 DIRTY = "+dirty"
+RESULTS = "bench/results"  # what benchmarks write into the checkout
 # Where a run reads and writes, how its processes run, and which runs a command selects: none of
 # it changes one run's result (a record names its own model, knowledge and seed), and the same
 # experiment run from two machines or two `--set training.seeds=...` commands keeps one hash.
@@ -51,16 +52,22 @@ def run_provenance(config: RekiConfig) -> dict[str, str]:
 
 
 def code_version() -> str:
-    """`REKI_COMMIT` where set; else the commit of the git checkout this package runs from, with
-    `+dirty` when tracked files differ from it; else `reki-spark <version>` (an installed wheel)."""
+    """`REKI_COMMIT` where set; else the commit of the git checkout this package runs from (see
+    `checkout_version`); else `reki-spark <version>` (an installed wheel)."""
     if os.environ.get(COMMIT_ENV):
         return os.environ[COMMIT_ENV]
-    checkout = Path(__file__).resolve().parent.parent
     try:
-        commit = _git(checkout, "rev-parse", "HEAD")
-        changed = _git(checkout, "status", "--porcelain", "--untracked-files=no")
+        return checkout_version(Path(__file__).resolve().parent.parent)
     except (OSError, subprocess.CalledProcessError):
         return _package_version()
+
+
+def checkout_version(checkout: Path) -> str:
+    """The checkout's commit, with `+dirty` when tracked files differ from it. Benchmark results
+    do not count: a benchmark rewrites its tracked results after each seed, which would otherwise
+    mark every later run of the same code dirty."""
+    commit = _git(checkout, "rev-parse", "HEAD")
+    changed = _git(checkout, "status", "--porcelain", "--untracked-files=no", "--", ".", f":(exclude){RESULTS}")
     return commit + (DIRTY if changed else "")
 
 

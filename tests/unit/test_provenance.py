@@ -5,17 +5,25 @@ from __future__ import annotations
 import subprocess
 
 from reki_spark.config import load_config
-from reki_spark.provenance import COMMIT_ENV, DIRTY, code_version, config_hash
-from tests.paths import REPO
+from reki_spark.provenance import COMMIT_ENV, DIRTY, checkout_version, code_version, config_hash
 
 
-def test_the_checkout_commit_marked_dirty_when_tracked_files_differ(monkeypatch):
-    monkeypatch.delenv(COMMIT_ENV, raising=False)
-    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    changed = subprocess.run(
-        ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
-    ).stdout.strip()
-    assert code_version() == head + (DIRTY if changed else "")
+def test_the_checkout_commit_marked_dirty_when_code_differs_but_not_for_benchmark_results(tmp_path):
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(tmp_path), *args], capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    for path in ("reki_spark/a.py", "bench/results/table.json"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text("1\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    head = git("rev-parse", "HEAD").strip()
+    (tmp_path / "bench/results/table.json").write_text("2\n")  # a benchmark wrote its results
+    (tmp_path / "notes.txt").write_text("untracked\n")
+    assert checkout_version(tmp_path) == head
+    (tmp_path / "reki_spark/a.py").write_text("2\n")
+    assert checkout_version(tmp_path) == head + DIRTY
 
 
 def test_an_image_names_its_commit(monkeypatch):
