@@ -87,20 +87,6 @@ def main() -> None:
     def step(users: int, update: str, repetition: int) -> float:
         return runs[f"{users}_users_{update}"][repetition]["step_seconds"]
 
-    (small, _), _, (large, _) = SIZES
-    reps = range(REPETITIONS)
-    measures = [
-        Measure(
-            "DIN step, 1e7 users: sparse / dense",
-            "<= 0.5",
-            [step(large, "sparse", r) / step(large, "dense", r) for r in reps],
-        ),
-        Measure(
-            "DIN sparse step growth, 1e5 -> 1e7 users (100x tables)",
-            "<= 1.5",
-            [step(large, "sparse", r) / step(small, "sparse", r) for r in reps],
-        ),
-    ]
     summary = {
         key: {
             "step_seconds": statistics.median(r["step_seconds"] for r in values),
@@ -108,8 +94,23 @@ def main() -> None:
         }
         for key, values in runs.items()
     }
-    for measure in measures:
-        measure.details = {"commit": code_version(), **summary}
+    details = {"commit": code_version(), **summary}
+    (small, _), _, (large, _) = SIZES
+    reps = range(REPETITIONS)
+    measures = [
+        Measure(
+            "DIN step, 1e7 users: sparse / dense",
+            "<= 0.5",
+            [step(large, "sparse", r) / step(large, "dense", r) for r in reps],
+            details,
+        ),
+        Measure(
+            "DIN sparse step growth, 1e5 -> 1e7 users (100x tables)",
+            "<= 1.5",
+            [step(large, "sparse", r) / step(small, "sparse", r) for r in reps],
+            details,
+        ),
+    ]
     save(
         "step_cost",
         measures,

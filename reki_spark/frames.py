@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from itertools import accumulate
+from typing import Any
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -17,17 +20,20 @@ def with_row_index(frame: DataFrame, name: str) -> DataFrame:
     tagged = frame.select("*", F.monotonically_increasing_id().alias("_row_id"), F.spark_partition_id().alias("_pid"))
     # One row per partition.
     counts = sorted((row["_pid"], row["count"]) for row in tagged.groupBy("_pid").count().collect())
-    offsets, start = [], 0
-    for partition, count in counts:
-        offsets.append((partition, start))
-        start += count
-    offset_frame = frame.sparkSession.createDataFrame(offsets or [(0, 0)], "_pid int, _offset long")
+    offset_frame = frame.sparkSession.createDataFrame(starts(counts) or [(0, 0)], "_pid int, _offset long")
     position = F.col("_row_id") - F.shiftleft(F.col("_pid").cast("long"), 33)
     return (
         tagged.join(F.broadcast(offset_frame), "_pid")
         .withColumn(name, F.col("_offset") + position)
         .drop("_row_id", "_pid", "_offset")
     )
+
+
+def starts(counts: list[tuple[Any, int]]) -> list[tuple[Any, int]]:
+    """(key, count) pairs in order -> (key, how many rows the earlier keys hold): where each
+    key's rows begin in one numbering of them all."""
+    before = accumulate((count for _, count in counts), initial=0)  # one more than counts: zip drops the total
+    return [(key, start) for (key, _), start in zip(counts, before, strict=False)]
 
 
 def union_all(frames: list[DataFrame]) -> DataFrame:

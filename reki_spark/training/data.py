@@ -11,7 +11,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from reki_spark.config import KNOWLEDGE_CONTROLS
-from reki_spark.frames import union_all, with_row_index
+from reki_spark.frames import starts, union_all, with_row_index
 from reki_spark.lake import (
     INTERACTIONS,
     ITEM_CLUSTERS,
@@ -59,11 +59,7 @@ def build_vocab(lake: Lake) -> DataFrame:
     distinct = values.where(F.col("value").isNotNull()).distinct().orderBy("field", "value").persist()
     try:
         counts = sorted((row["field"], row["count"]) for row in distinct.groupBy("field").count().collect())
-        offsets, start = [], 0
-        for field, count in counts:
-            offsets.append((field, start))
-            start += count
-        offset_frame = lake.spark.createDataFrame(offsets or [("", 0)], "field string, _offset long")
+        offset_frame = lake.spark.createDataFrame(starts(counts) or [("", 0)], "field string, _offset long")
         numbered = with_row_index(distinct, "_position").join(F.broadcast(offset_frame), "field")
         lake.overwrite(
             numbered.select("field", "value", (F.col("_position") - F.col("_offset") + 1).cast("int").alias("index")),
