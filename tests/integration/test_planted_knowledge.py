@@ -1,8 +1,10 @@
 """The whole infusion path carries a real signal: on the sample, whose users have planted tastes,
 answers that state each group's planted taste in words (imported as a team would import a batch
-API's answers) make DIN better on users it never trained on, and the same answers shuffled among
-the groups do not. Every link runs for real: ingest, the product's clustering, import, the
-encoder, HEIN, the backbone, the evaluation; a link that drops the signal fails the test."""
+API's answers) make DIN better on users it never trained on, and better than the same answers
+shuffled among the groups. Shuffled answers still name each group (a consistent label per cluster,
+and clusters follow tastes), so they may help a little; what they lose is what the words say.
+Every link runs for real: ingest, the product's clustering, import, the encoder, HEIN, the
+backbone, the evaluation; a link that drops the signal fails the test."""
 
 from __future__ import annotations
 
@@ -41,6 +43,10 @@ PLANTED = [
     f"training.seeds={json.dumps(SEEDS)}",
     "training.epochs=30",
     "training.patience=4",
+    # ~140 steps an epoch: at 1,024 (35 steps) DIN sat on the popularity plateau for ~10 epochs
+    # before it found the taste x genre interaction, and patience stopped some seeds before that
+    # (CI, stop 35: 2 of 5 collective seeds at 0.62).
+    "training.batch_size=256",
     "training.learning_rate=0.01",
     "training.din.user_id=false",
 ]
@@ -131,7 +137,7 @@ def test_planted_tastes_reach_the_scores_and_shuffled_answers_do_not(spark, make
         for k in ("none", "collective", "shuffled")
     }
     assert all(len(values) == len(SEEDS) for values in auc.values()), auc
-    collective, shuffled = welch(auc["collective"], auc["none"]), welch(auc["shuffled"], auc["none"])
-    print(f"collective vs none {collective}; shuffled vs none {shuffled}")
+    collective, words = welch(auc["collective"], auc["none"]), welch(auc["collective"], auc["shuffled"])
+    print(f"collective vs none {collective}; collective vs shuffled {words}")
     assert collective.difference > 0 and collective.p_value < 0.05, auc
-    assert not (shuffled.difference > 0 and shuffled.p_value < 0.05), auc
+    assert words.difference > 0 and words.p_value < 0.05, auc
