@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup demo test test-fast lint bench dist clean-lake worker-setup worker-resolve test-worker
+.PHONY: setup demo test test-fast test-cost lint bench dist clean-lake worker-setup worker-resolve test-worker
 
 setup: $(STAMP) $(JARS_STAMP)
 
@@ -94,6 +94,10 @@ dist: setup
 # The unit layer alone (no Spark, Ray or LLM start-up): seconds, for the edit-test loop.
 test-fast: setup
 	$(BIN)/python -m pytest $(XDIST) tests/unit -q $(PYTEST_ARGS)
+
+# What each test costs in CPU (bench/test_cost.py): the suite one test at a time, alone on the machine.
+test-cost: setup
+	$(BIN)/python -m bench.test_cost $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check .
