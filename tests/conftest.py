@@ -17,6 +17,11 @@ from tests.paths import REPO, SHARED_ML100K
 # Workers must run the same interpreter as the driver: the system python3 lacks the stack.
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+# Two test processes share the 2 cores with the JVMs, Ray and torch processes they start: OpenMP
+# threads (torch's CPU kernels) that spin while they wait take the cores from the threads they wait
+# for. Three heavy files at -n 2 (bench/test_cost.py's count): 1,027 CPU s and 601 s spinning,
+# 906 CPU s and 572 s sleeping; one at a time they took 824 CPU s and 590 s.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 # The longest files first: under pytest-xdist's loadfile scheduling a long file that starts last
