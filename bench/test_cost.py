@@ -1,6 +1,6 @@
-"""What each test costs in CPU, to decide where `make test` can shed time. On the 2-core CI
-machine the suite keeps both cores busy (98.7% over a whole 3-worker run), so its wall time is its
-CPU time over two: only less work makes it faster, and this says where the work is.
+"""What each test costs in CPU, to decide where `make test` can shed time: the suite's work with
+no contention, to set beside what `make test`'s parallel processes spend on the same tests (a
+3-worker run kept this 2-core machine 98.7% busy and spent ~50% more CPU than one at a time).
 
     make test-cost                                  # the whole suite, one test at a time
     make test-cost PYTEST_ARGS=tests/integration/test_faults.py
@@ -56,7 +56,7 @@ class Recorder:
         self._started = (time.monotonic(), busy_seconds())
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if report.failed or (report.when == "call" and report.outcome != "passed") or report.skipped:
+        if report.outcome != "passed":  # a failed setup or teardown marks the test too
             self._outcomes[report.nodeid] = report.outcome
 
     def pytest_runtest_logfinish(self, nodeid: str, location: object) -> None:
@@ -108,10 +108,11 @@ def main(arguments: list[str]) -> int:
         "files": files,
         "tests": [cost.__dict__ for cost in costs],
     }
+    table = markdown(costs, files, cpu, wall)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "test_cost.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "test_cost.md").write_text(markdown(costs, files, cpu, wall))
-    print(markdown(costs, files, cpu, wall))
+    (RESULTS / "test_cost.md").write_text(table)
+    print(table)
     return int(code)
 
 

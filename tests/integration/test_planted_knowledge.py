@@ -113,7 +113,7 @@ def _write_planted_answers(lake: Lake, seed: int, folder: Path) -> None:
     )
 
 
-def test_planted_tastes_reach_the_scores_and_shuffled_answers_do_not(spark, make_config, ray_local, tmp_path):
+def test_planted_tastes_reach_the_scores_and_beat_the_same_answers_shuffled(spark, make_config, ray_local, tmp_path):
     from ray_workers.encode import encode
 
     config = make_config(*PLANTED, f"knowledge.imported.path={tmp_path / 'answers'}")
