@@ -41,6 +41,7 @@ from reki_spark.knowledge.clustering import cluster_entities
 from reki_spark.knowledge.importing import import_knowledge
 from reki_spark.knowledge.prompts import build_prompts
 from reki_spark.lake import LEDGER, Lake
+from reki_spark.provenance import code_version
 from reki_spark.session import get_spark
 from reki_spark.training.train import train, write_metrics
 
@@ -190,6 +191,8 @@ def run(
         copy_lake(work / "base" / "lake", folder / "lake")
         _once(spark, config, folder / "marks", source.stages)
     committed = _committed(name)
+    for (model, seed), records in _trained_at(code_version(), configs).items():
+        committed.setdefault((model, seed), []).extend(records)
     for seed in experiment.seeds if seeds is None else seeds:
         # One seed and model across every set at a time, results rewritten after each: a run stopped
         # part way already compares every arm of every backbone on the seeds it finished, and once
@@ -221,6 +224,18 @@ def _committed(name: str) -> dict[tuple[str, int], list[dict]]:
     by_run: dict[tuple[str, int], list[dict]] = {}
     for record in json.loads(path.read_text()) if path.exists() else []:
         by_run.setdefault((record["model"], record["seed"]), []).append(record)
+    return by_run
+
+
+def _trained_at(commit: str, configs: list[tuple[Source, RekiConfig]]) -> dict[tuple[str, int], list[dict]]:
+    """The arms the work folder's runs already trained at `commit`, by (model, seed): a run stopped
+    part way through a (model, seed) resumes at its next arm (one SASRec seed of ML-100k trains its
+    seven arms for over an hour), and a record of other code is trained again."""
+    by_run: dict[tuple[str, int], list[dict]] = {}
+    for source, config in configs:
+        for record in _records(source, config, configs[0][0]):
+            if record.get("commit") == commit:
+                by_run.setdefault((record["model"], record["seed"]), []).append(record)
     return by_run
 
 
