@@ -20,7 +20,10 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 # Two test processes share the 2 cores with the JVMs, Ray and torch processes they start: OpenMP
 # threads (torch's CPU kernels) that spin while they wait take the cores from the threads they wait
 # for. Three heavy files at -n 2 (bench/test_cost.py's count): 1,027 CPU s and 601 s spinning,
-# 906 CPU s and 572 s sleeping; one at a time they took 824 CPU s and 590 s.
+# 906 CPU s and 572 s sleeping; one at a time they took 824 CPU s and 590 s. One OpenMP thread per
+# process as well (OMP_NUM_THREADS=1) made those three files faster (842 CPU s, 526 s) but the whole
+# suite slower, 35:59 against 30:57 for the same CPU: the encoder and the models then cannot use a
+# core the other test process leaves idle.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
