@@ -190,15 +190,13 @@ def run(
         folder = work / source.label
         copy_lake(work / "base" / "lake", folder / "lake")
         _once(spark, config, folder / "marks", source.stages)
-    committed = _committed(name)
-    for (model, seed), records in _trained_at(code_version(), configs).items():
-        committed.setdefault((model, seed), []).extend(records)
+    trained = _by_run([*_committed(name), *_trained_at(code_version(), configs)])
     for seed in experiment.seeds if seeds is None else seeds:
         # One seed and model across every set at a time, results rewritten after each: a run stopped
         # part way already compares every arm of every backbone on the seeds it finished, and once
         # those results are committed a later session (a fresh clone, no runs/ folder) skips them.
         for model in experiment.models if models is None else models:
-            done = {r["knowledge"] for r in committed.get((model, seed), [])}
+            done = {r["knowledge"] for r in trained.get((model, seed), [])}
             for index, (source, _) in enumerate(configs):
                 missing = tuple(arm for arm, label in _arms(source, sources[0]).items() if label not in done)
                 if missing:
@@ -218,25 +216,25 @@ def _arms(source: Source, primary: Source) -> dict[str, str]:
     return {arm: f"{arm}_{source.label}" for arm in arms}
 
 
-def _committed(name: str) -> dict[tuple[str, int], list[dict]]:
-    """The results already in bench/results, by (model, seed): the record that outlives runs/."""
-    path = RESULTS / "knowledge_effect" / name / METRICS_FILE
+def _by_run(records: list[dict]) -> dict[tuple[str, int], list[dict]]:
     by_run: dict[tuple[str, int], list[dict]] = {}
-    for record in json.loads(path.read_text()) if path.exists() else []:
+    for record in records:
         by_run.setdefault((record["model"], record["seed"]), []).append(record)
     return by_run
 
 
-def _trained_at(commit: str, configs: list[tuple[Source, RekiConfig]]) -> dict[tuple[str, int], list[dict]]:
-    """The arms the work folder's runs already trained at `commit`, by (model, seed): a run stopped
-    part way through a (model, seed) resumes at its next arm (one SASRec seed of ML-100k trains its
-    seven arms for over an hour), and a record of other code is trained again."""
-    by_run: dict[tuple[str, int], list[dict]] = {}
-    for source, config in configs:
-        for record in _records(source, config, configs[0][0]):
-            if record.get("commit") == commit:
-                by_run.setdefault((record["model"], record["seed"]), []).append(record)
-    return by_run
+def _committed(name: str) -> list[dict]:
+    """The results already in bench/results: the record that outlives runs/."""
+    path = RESULTS / "knowledge_effect" / name / METRICS_FILE
+    return json.loads(path.read_text()) if path.exists() else []
+
+
+def _trained_at(commit: str, configs: list[tuple[Source, RekiConfig]]) -> list[dict]:
+    """The arms the work folder's runs already trained at `commit`: a run stopped part way through
+    a (model, seed) resumes at its next arm (one SASRec seed of ML-100k trains its seven arms for
+    over an hour), and a record of other code is trained again."""
+    primary = configs[0][0]
+    return [r for source, config in configs for r in _records(source, config, primary) if r.get("commit") == commit]
 
 
 def _records(source: Source, config: RekiConfig, primary: Source) -> list[dict]:
